@@ -1,0 +1,616 @@
+//! `vigil bundle`: create, inspect, verify, sign, pack and unpack model bundles.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use vigil_core::bundle::{
+    self, Bundle, BundleWriter, DecisionRule, EngineRequirements, FORMAT_VERSION,
+    GOLDEN_EXPECTED_FILE, GoldenTolerance, Layout, MODEL_FILE, Manifest, ModelSection, OutputRoles,
+    Provenance, REFERENCE_FILE, REPORT_FILE, ResizeFilter, SecretKey, Step, Task,
+};
+use vigil_core::types::{Label, ModelName, ModelVersion, Sha256Digest};
+use vigil_engine::preprocess::{Limits, Pipeline, synthetic_png};
+use vigil_engine::{Backend, OrtBackend};
+
+use super::Context;
+use super::common::{VerifyOptions, verify_bundle};
+use crate::output;
+
+/// Bundle subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Make a bundle from an ONNX model, its labels and its declared preprocessing; records
+    /// golden outputs by running the model on the golden inputs.
+    Create(CreateArgs),
+    /// Show what a bundle holds, without running anything.
+    Inspect {
+        /// A bundle folder or archive.
+        bundle: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle: every file's hash, the signature, engine support and golden outputs.
+    /// Exits 0 only when every check passes.
+    Verify(VerifyArgs),
+    /// Sign a bundle's manifest with an ed25519 key (writes the `signature` file).
+    Sign {
+        /// A bundle folder or archive (an archive is rewritten in place).
+        bundle: PathBuf,
+        /// The secret key file from `vigil keys generate`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Pack a bundle folder into one archive (.tar, .tar.gz or .tgz) for transport.
+    Pack {
+        /// The bundle folder.
+        bundle: PathBuf,
+        /// The archive to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Unpack a bundle archive into a new folder, refusing unsafe entries.
+    Unpack {
+        /// The archive.
+        archive: PathBuf,
+        /// The folder to create.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+/// Arguments of `bundle create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The ONNX model file.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// The model's name (lower-case letters, digits, '-', '_', '.').
+    #[arg(long)]
+    pub name: ModelName,
+    /// This version; versions are immutable once pushed.
+    #[arg(long)]
+    pub version: ModelVersion,
+    /// Class labels in the order of the probabilities output, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub labels: Vec<Label>,
+    /// A TOML file of `[[preprocess]]` steps. Default: decode, grey or rgb (from the input's
+    /// channels), resize to the input size (bilinear), scale by 1/255, layout nchw.
+    #[arg(long, value_name = "FILE")]
+    pub preprocess: Option<PathBuf>,
+    /// Decide on one label's probability instead of argmax: LABEL=THRESHOLD (e.g. defect=0.3).
+    #[arg(long, value_name = "LABEL=P")]
+    pub threshold: Option<String>,
+    /// With --threshold: probabilities within LOW,HIGH go to human review.
+    #[arg(
+        long,
+        value_name = "LOW,HIGH",
+        value_delimiter = ',',
+        num_args = 2,
+        requires = "threshold"
+    )]
+    pub review_band: Option<Vec<f32>>,
+    /// With argmax: predictions whose confidence is below this go to human review.
+    #[arg(long, value_name = "P", conflicts_with = "threshold")]
+    pub review_below: Option<f32>,
+    /// The output holding class probabilities.
+    #[arg(long, default_value = "probabilities", value_name = "NAME")]
+    pub probabilities_output: String,
+    /// The output holding the embedding (default: `embedding` if the model has it).
+    #[arg(long, value_name = "NAME")]
+    pub embedding_output: Option<String>,
+    /// Golden input images; their tensors and outputs are recorded and must reproduce
+    /// wherever the bundle is loaded. Default: four synthetic images.
+    #[arg(long, value_name = "IMAGE", num_args = 1..)]
+    pub golden: Vec<PathBuf>,
+    /// A reference profile (reference.json) to include.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+    /// An evaluation report (report.json) to include.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// A description for people.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// The trainer that made the model.
+    #[arg(long, default_value = "external")]
+    pub trainer: String,
+    /// The trainer's version.
+    #[arg(long, default_value = "")]
+    pub trainer_version: String,
+    /// The source commit of the training code.
+    #[arg(long, default_value = "")]
+    pub source_commit: String,
+    /// The training data manifest; its SHA-256 is recorded as provenance.
+    #[arg(long, value_name = "FILE")]
+    pub training_data: Option<PathBuf>,
+    /// Extra provenance, KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Golden tolerance: absolute.
+    #[arg(long, default_value_t = GoldenTolerance::default().atol)]
+    pub atol: f32,
+    /// Golden tolerance: relative.
+    #[arg(long, default_value_t = GoldenTolerance::default().rtol)]
+    pub rtol: f32,
+    /// Sign the new bundle with this secret key.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Where to write: a new folder, or an archive (.tar, .tar.gz, .tgz).
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+/// Arguments of `bundle verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A bundle folder or archive.
+    pub bundle: PathBuf,
+    /// Trust signatures by this public key (repeatable; adds to bundle.trusted_keys).
+    #[arg(long, value_name = "FILE")]
+    pub key: Vec<PathBuf>,
+    /// Fail unless the bundle is signed by a trusted key.
+    #[arg(long)]
+    pub require_signature: bool,
+    /// Skip running the model on the golden inputs (no engine needed).
+    #[arg(long)]
+    pub skip_golden: bool,
+}
+
+/// Runs a bundle subcommand.
+pub fn run(ctx: &Context, cmd: BundleCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BundleCommand::Create(args) => {
+            let bundle = create(ctx, &args)?;
+            println!(
+                "created {}:{} at {} (sha256 {})",
+                bundle.manifest().model.name,
+                bundle.manifest().model.version,
+                args.out.display(),
+                bundle.digest()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Inspect { bundle, json } => {
+            let b = Bundle::open(&bundle)
+                .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
+            inspect(&b, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Verify(args) => {
+            let b = Bundle::open(&args.bundle)
+                .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
+            let mut opts = VerifyOptions::from_config(ctx, &args.key, args.require_signature)?;
+            opts.golden = !args.skip_golden;
+            eprintln!("verifying {}", args.bundle.display());
+            verify_bundle(ctx, &b, &opts)?;
+            println!(
+                "verified {}:{} (sha256 {})",
+                b.manifest().model.name,
+                b.manifest().model.version,
+                b.digest()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Sign { bundle, key } => {
+            let key = read_secret_key(&key)?;
+            let digest = sign_in_place(&bundle, &key, &ctx.actor)?;
+            println!(
+                "signed {} (sha256 {digest}) with key {}",
+                bundle.display(),
+                key.public().key_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Pack { bundle, out } => {
+            let b = Bundle::open(&bundle)
+                .with_context(|| format!("cannot open bundle {}", bundle.display()))?;
+            b.verify_files()
+                .context("refusing to pack a bundle that does not verify")?;
+            bundle::pack(b.root(), &out)?;
+            println!("packed {} into {}", bundle.display(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Unpack { archive, out } => {
+            if out.exists() {
+                return Err(bundle::Error::Exists { path: out }.into());
+            }
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let staging = tempfile::Builder::new()
+                .prefix(".vigil-unpack-")
+                .tempdir_in(parent)
+                .with_context(|| format!("cannot write in {}", parent.display()))?;
+            bundle::unpack(&archive, staging.path())?;
+            Bundle::open(staging.path())?.verify_files()?;
+            std::fs::rename(staging.keep(), &out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            println!("unpacked {} into {}", archive.display(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a secret key file.
+pub fn read_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key {}", path.display()))?;
+    Ok(SecretKey::parse(&text).with_context(|| format!("key {}", path.display()))?)
+}
+
+/// Signs a bundle folder, or an archive by unpacking, signing and repacking it in place.
+pub fn sign_in_place(path: &Path, key: &SecretKey, actor: &str) -> anyhow::Result<Sha256Digest> {
+    let b = Bundle::open(path).with_context(|| format!("cannot open bundle {}", path.display()))?;
+    b.verify_files()
+        .context("refusing to sign a bundle that does not verify")?;
+    b.sign(key, actor)?;
+    if path.is_file() {
+        // `b.root()` is the unpacked copy: repack it beside the original, then swap.
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.signing"));
+        let _ = std::fs::remove_file(&tmp);
+        let tmp_archive = tmp.with_file_name(format!(".{name}.signing{}", archive_suffix(&name)));
+        let _ = std::fs::remove_file(&tmp_archive);
+        bundle::pack(b.root(), &tmp_archive)?;
+        std::fs::rename(&tmp_archive, path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    Ok(b.digest())
+}
+
+fn archive_suffix(name: &str) -> &'static str {
+    if name.ends_with(".tar.gz") {
+        ".tar.gz"
+    } else if name.ends_with(".tgz") {
+        ".tgz"
+    } else {
+        ".tar"
+    }
+}
+
+/// The preprocessing file's shape.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreprocessFile {
+    preprocess: Vec<Step>,
+}
+
+/// Makes a bundle as `args` describe; used by `bundle create` and the demo.
+pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
+    if args.out.exists() {
+        return Err(bundle::Error::Exists {
+            path: args.out.clone(),
+        }
+        .into());
+    }
+    let model = std::fs::read(&args.model)
+        .with_context(|| format!("cannot read model {}", args.model.display()))?;
+    let info = vigil_core::onnx::inspect(&model)
+        .map_err(bundle::Error::from)
+        .with_context(|| format!("{} cannot be packaged", args.model.display()))?;
+    let input = info
+        .inputs
+        .first()
+        .context("the model has no input")?
+        .clone();
+    let preprocess = match &args.preprocess {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let file: PreprocessFile = toml::from_str(&text)
+                .map_err(|e| bundle::Error::ManifestInvalid {
+                    field: "preprocess".into(),
+                    reason: e.to_string(),
+                })
+                .with_context(|| format!("preprocessing file {}", path.display()))?;
+            file.preprocess
+        }
+        None => default_preprocess(&input.shape),
+    };
+    let embedding = match &args.embedding_output {
+        Some(e) => Some(e.clone()),
+        None => info
+            .outputs
+            .iter()
+            .any(|o| o.name == "embedding")
+            .then(|| "embedding".to_owned()),
+    };
+    let decision = match &args.threshold {
+        Some(spec) => {
+            let (label, p) = spec
+                .split_once('=')
+                .context("--threshold takes LABEL=PROBABILITY")?;
+            DecisionRule::Threshold {
+                positive: label.parse()?,
+                threshold: p
+                    .parse()
+                    .with_context(|| format!("--threshold: {p:?} is not a number"))?,
+                review_band: args.review_band.as_ref().map(|v| [v[0], v[1]]),
+            }
+        }
+        None => DecisionRule::Argmax {
+            review_below: args.review_below,
+        },
+    };
+    let mut extra = BTreeMap::new();
+    for kv in &args.meta {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--meta {kv:?}: expected KEY=VALUE"))?;
+        extra.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let training_data = match &args.training_data {
+        Some(p) => Some(Sha256Digest::of(&std::fs::read(p).with_context(|| {
+            format!("cannot read training data manifest {}", p.display())
+        })?)),
+        None => None,
+    };
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        model: ModelSection {
+            name: args.name.clone(),
+            version: args.version.clone(),
+            task: Task::Classification,
+            labels: args.labels.clone(),
+            description: args.description.clone(),
+            created_at: Utc::now(),
+            created_by: ctx.actor.clone(),
+        },
+        inputs: info.inputs.clone(),
+        outputs: info.outputs.clone(),
+        roles: OutputRoles {
+            probabilities: args.probabilities_output.clone(),
+            embedding,
+        },
+        preprocess,
+        decision,
+        provenance: Provenance {
+            training_data,
+            trainer: args.trainer.clone(),
+            trainer_version: args.trainer_version.clone(),
+            source_commit: args.source_commit.clone(),
+            onnx_producer: info.producer.clone(),
+            extra,
+        },
+        engine: EngineRequirements {
+            model_format: "onnx".into(),
+            ir_version: info.ir_version,
+            opsets: info.opsets.clone(),
+        },
+        golden: GoldenTolerance {
+            atol: args.atol,
+            rtol: args.rtol,
+        },
+        files: BTreeMap::new(),
+    };
+    let mut writer = BundleWriter::new(manifest);
+    writer.add_file(MODEL_FILE, model.clone())?;
+    if let Some(p) = &args.reference {
+        writer.add_file(REFERENCE_FILE, read_json_file(p)?)?;
+    }
+    if let Some(p) = &args.report {
+        writer.add_file(REPORT_FILE, read_json_file(p)?)?;
+    }
+    // Golden inputs keep their extension so the decoder sees the same kind of file.
+    let mut golden_inputs = Vec::new();
+    if args.golden.is_empty() {
+        let (c, h, w) = writer
+            .manifest()
+            .preprocess
+            .last()
+            .map_or((1, 128, 128), |s| match s {
+                Step::Layout { order } => order.chw(&input.shape),
+                _ => (1, 128, 128),
+            });
+        let (c, h, w) = (c.max(1) as u32, h.max(1) as u32, w.max(1) as u32);
+        for i in 0..4u64 {
+            golden_inputs.push((
+                format!("golden/synthetic-{i}.png"),
+                synthetic_png(w, h, c, i),
+            ));
+        }
+    } else {
+        for (i, p) in args.golden.iter().enumerate() {
+            let bytes = std::fs::read(p)
+                .with_context(|| format!("cannot read golden input {}", p.display()))?;
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("img")
+                .to_ascii_lowercase();
+            golden_inputs.push((format!("golden/input-{i:03}.{ext}"), bytes));
+        }
+    }
+    for (name, bytes) in &golden_inputs {
+        writer.add_file(name, bytes.clone())?;
+    }
+    // Fail on a bad manifest before loading the engine.
+    writer.validate()?;
+    let manifest = writer.manifest().clone();
+    let mut backend = OrtBackend::load(&model, &manifest, &ctx.config.engine())?;
+    let pipeline = Pipeline::new(&manifest, Limits::default());
+    let golden = vigil_engine::golden::record(&mut backend, &pipeline, &golden_inputs)?;
+    writer.add_file(GOLDEN_EXPECTED_FILE, golden.to_json())?;
+    tracing::info!(cases = golden.cases.len(), engine = %backend.describe(), "Golden outputs recorded.");
+
+    let Some(key_path) = &args.sign_key else {
+        return Ok(writer.write(&args.out)?);
+    };
+    let key = read_secret_key(key_path)?;
+    let name = args.out.to_string_lossy();
+    let archive = name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz");
+    if !archive {
+        let b = writer.write(&args.out)?;
+        b.sign(&key, &ctx.actor)?;
+        return Ok(b);
+    }
+    let staging = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let dir = staging.path().join("bundle");
+    let b = writer.write(&dir)?;
+    b.sign(&key, &ctx.actor)?;
+    bundle::pack(&dir, &args.out)?;
+    Ok(Bundle::open(&args.out)?)
+}
+
+fn read_json_file(p: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .with_context(|| format!("{} is not JSON", p.display()))?;
+    Ok(bytes)
+}
+
+fn default_preprocess(shape: &[i64]) -> Vec<Step> {
+    let (c, h, w) = if shape.len() == 4 {
+        Layout::Nchw.chw(shape)
+    } else {
+        (1, 0, 0)
+    };
+    let mut steps = vec![Step::Decode, if c == 3 { Step::Rgb } else { Step::Grey }];
+    if h > 0 && w > 0 {
+        steps.push(Step::Resize {
+            width: w as u32,
+            height: h as u32,
+            filter: ResizeFilter::Bilinear,
+        });
+    }
+    steps.push(Step::Scale {
+        factor: 1.0 / 255.0,
+    });
+    steps.push(Step::Layout {
+        order: Layout::Nchw,
+    });
+    steps
+}
+
+fn inspect(b: &Bundle, json: bool) -> anyhow::Result<()> {
+    let m = b.manifest();
+    let sig = b.signature()?;
+    if json {
+        let v = serde_json::json!({
+            "digest": b.digest(),
+            "manifest": m,
+            "signature": sig,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{}:{}  ({:?})", m.model.name, m.model.version, m.model.task);
+    if !m.model.description.is_empty() {
+        println!("  {}", m.model.description);
+    }
+    println!("digest      sha256:{}", b.digest());
+    println!(
+        "created     {} by {}",
+        m.model.created_at.to_rfc3339(),
+        m.model.created_by
+    );
+    println!(
+        "labels      {}",
+        m.model
+            .labels
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for i in &m.inputs {
+        println!("input       {} {:?} {:?}", i.name, i.dtype, i.shape);
+    }
+    for o in &m.outputs {
+        let role = if o.name == m.roles.probabilities {
+            " (probabilities)"
+        } else if Some(&o.name) == m.roles.embedding.as_ref() {
+            " (embedding)"
+        } else {
+            ""
+        };
+        println!("output      {} {:?} {:?}{role}", o.name, o.dtype, o.shape);
+    }
+    println!("preprocess  {}", output::steps(&m.preprocess));
+    println!("decision    {}", output::decision(&m.decision));
+    let p = &m.provenance;
+    println!(
+        "provenance  trainer {}{}{}{}",
+        p.trainer,
+        output::opt(" ", &p.trainer_version),
+        output::opt(", commit ", &p.source_commit),
+        p.training_data
+            .map(|d| format!(", data sha256 {}", d.short()))
+            .unwrap_or_default()
+    );
+    for (k, v) in &p.extra {
+        println!("            {k} = {v}");
+    }
+    let opsets: Vec<String> = m
+        .engine
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "onnx" } else { d }))
+        .collect();
+    println!(
+        "engine      {} IR {}, opsets {}",
+        m.engine.model_format,
+        m.engine.ir_version,
+        opsets.join(", ")
+    );
+    println!(
+        "golden      atol {:e}, rtol {:e}",
+        m.golden.atol, m.golden.rtol
+    );
+    println!("files");
+    for (path, digest) in &m.files {
+        let size = std::fs::metadata(b.root().join(path))
+            .map(|md| md.len())
+            .ok();
+        println!(
+            "  {}  {:>10}  {path}",
+            digest.short(),
+            size.map(output::bytes).unwrap_or_else(|| "missing".into())
+        );
+    }
+    match sig {
+        Some(s) => println!(
+            "signature   key {} by {} at {} (run `vigil bundle verify` to check it)",
+            s.key_id,
+            s.signed_by,
+            s.signed_at.to_rfc3339()
+        ),
+        None => println!("signature   none"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_pipeline_matches_the_input_shape() {
+        let steps = default_preprocess(&[-1, 3, 224, 224]);
+        assert_eq!(steps[1], Step::Rgb);
+        assert!(matches!(
+            steps[2],
+            Step::Resize {
+                width: 224,
+                height: 224,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_preprocessing_fields_are_refused() {
+        let err = toml::from_str::<PreprocessFile>("[[preprocess]]\nop = \"scale\"\nfactr = 2.0\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("factr"), "{err}");
+    }
+}

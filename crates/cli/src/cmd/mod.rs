@@ -1,0 +1,21 @@
+//! One module per command group. Each parses its own arguments and calls into the library
+//! crates; shared steps (verifying a bundle, opening the registry) live in [`common`].
+
+pub mod audit;
+pub mod bundle;
+pub mod common;
+pub mod demo;
+pub mod doctor;
+pub mod keys;
+pub mod models;
+
+use crate::config::Config;
+
+/// What every command gets.
+#[derive(Debug)]
+pub struct Context {
+    /// The effective configuration.
+    pub config: Config,
+    /// Who is recorded in the audit log.
+    pub actor: String,
+}

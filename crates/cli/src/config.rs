@@ -1,0 +1,207 @@
+//! The configuration tree: defaults compiled in, then a TOML file, then `VIGIL__...`
+//! environment variables. Parsed and validated once, in [`Config::load`], then turned into
+//! the objects the commands use; nothing after that re-checks options.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, compiled in; `config/default.toml` documents every field.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Everything configurable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where metadata and artifacts live.
+    pub store: StoreConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// The model engine.
+    pub engine: EngineSection,
+    /// Bundle trust policy.
+    pub bundle: BundlePolicyConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Folder of the SQLite database and the artifact store; empty for the platform default.
+    pub data_dir: PathBuf,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The actor recorded for changes; empty for `user@host`.
+    pub actor: String,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Intra-op threads per model; 0 for the engine's default.
+    pub threads: usize,
+    /// Explicit `libonnxruntime.so`; empty to search.
+    pub onnxruntime_library: PathBuf,
+}
+
+/// `[bundle]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlePolicyConfig {
+    /// Refuse unsigned or untrusted bundles.
+    pub require_signature: bool,
+    /// Trusted public key files.
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter directive.
+    pub level: String,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Loads the layers: defaults, then `file` (which must exist when given), then the
+    /// environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("VIGIL__").split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string()))
+            .context("invalid configuration (see config/default.toml for every setting)")?;
+        Ok(config)
+    }
+
+    /// The data directory, with the platform default filled in.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if !self.store.data_dir.as_os_str().is_empty() {
+            return Ok(self.store.data_dir.clone());
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return Ok(PathBuf::from(x).join("vigil"));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .context("no data directory: set store.data_dir (VIGIL__STORE__DATA_DIR) or HOME")?;
+        Ok(PathBuf::from(home).join(".local/share/vigil"))
+    }
+
+    /// The actor for audit entries: the flag, else the config, else `user@host`.
+    pub fn actor(&self, flag: Option<&str>) -> String {
+        if let Some(a) = flag.filter(|a| !a.trim().is_empty()) {
+            return a.trim().to_owned();
+        }
+        if !self.audit.actor.trim().is_empty() {
+            return self.audit.actor.trim().to_owned();
+        }
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(login_name)
+            .unwrap_or_else(|| "unknown".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        if host.is_empty() {
+            user
+        } else {
+            format!("{user}@{host}")
+        }
+    }
+
+    /// The engine configuration.
+    pub fn engine(&self) -> vigil_engine::EngineConfig {
+        vigil_engine::EngineConfig {
+            intra_threads: self.engine.threads,
+            library: Some(self.engine.onnxruntime_library.clone())
+                .filter(|p| !p.as_os_str().is_empty()),
+        }
+    }
+
+    /// The trusted public keys, read from their files.
+    pub fn trusted_keys(&self) -> anyhow::Result<Vec<vigil_core::bundle::PublicKey>> {
+        self.bundle
+            .trusted_keys
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read trusted key {}", p.display()))?;
+                vigil_core::bundle::PublicKey::parse(&text)
+                    .with_context(|| format!("trusted key {}", p.display()))
+            })
+            .collect()
+    }
+}
+
+/// The login name of this process's user, from its uid and /etc/passwd (no libc needed).
+fn login_name() -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = std::fs::metadata("/proc/self").ok()?.uid();
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let mut f = line.split(':');
+            let name = f.next()?;
+            let id: u32 = f.nth(1)?.parse().ok()?;
+            (id == uid).then(|| name.to_owned())
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_parse() {
+        let c: Config = Figment::from(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        assert_eq!(c.engine.threads, 0);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[store]\ndata_dri = \"/x\"\n"))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("data_dri"), "{err}");
+    }
+}

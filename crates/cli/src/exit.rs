@@ -1,0 +1,64 @@
+//! Exit codes. One exhaustive match from [`ErrorKind`] to a code, so scripts can tell "not
+//! found" from "conflict" from "the database is down" without parsing messages.
+
+use std::process::ExitCode;
+
+use vigil_core::ErrorKind;
+
+/// Shown at the end of `vigil --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   success
+  1   a check failed (verification found a problem)
+  2   usage error (bad flags or arguments)
+  3   not found (model, version, alias, file)
+  4   conflict (an immutable version pushed with different content, destination exists)
+  5   invalid input (bad bundle, manifest, model file, signature, config)
+  6   unavailable (database, artifact store or engine library cannot be used)
+  70  internal error (a bug: please report it)
+  75  overloaded (try again later)";
+
+/// A check ran and found a problem (exit code 1). The problems were already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+/// The exit code for a kind of error.
+pub fn code_for_kind(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::NotFound => 3,
+        ErrorKind::Conflict => 4,
+        ErrorKind::Invalid => 5,
+        ErrorKind::Unavailable => 6,
+        ErrorKind::Internal => 70,
+        ErrorKind::Overloaded => 75,
+    }
+}
+
+/// Finds the most specific known error in the chain and maps it.
+pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.downcast_ref::<CheckFailed>().is_some() {
+            return ExitCode::from(1);
+        }
+        let kind = if let Some(e) = cause.downcast_ref::<vigil_store::Error>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<vigil_core::bundle::Error>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<vigil_engine::Error>() {
+            Some(e.kind())
+        } else if cause
+            .downcast_ref::<vigil_core::types::ParseError>()
+            .is_some()
+            || cause.downcast_ref::<figment::Error>().is_some()
+        {
+            Some(ErrorKind::Invalid)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            return ExitCode::from(code_for_kind(kind));
+        }
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,128 @@
+//! `vigil`: the one binary. Parses flags, loads the configuration, sets up logging, runs one
+//! command and turns its outcome into an exit code that means something.
+
+mod assets;
+mod cmd;
+mod config;
+mod exit;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+/// Deploy and watch image-classification models on an inspection line.
+///
+/// Vigil packages a model with its exact preprocessing into a verifiable bundle, keeps
+/// immutable versions and movable aliases in a registry with a tamper-evident audit log, and
+/// (in later releases) serves, monitors and retrains it.
+///
+/// Configuration: built-in defaults, then --config FILE, then VIGIL__SECTION__KEY environment
+/// variables (for example VIGIL__STORE__DATA_DIR). `vigil config` shows the result.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, propagate_version = true, after_long_help = exit::EXIT_CODES_HELP)]
+struct Cli {
+    /// A TOML configuration file layered over the built-in defaults.
+    #[arg(long, global = true, env = "VIGIL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Who is recorded in the audit log for changes made by this command
+    /// (default: audit.actor from the config, else user@host).
+    #[arg(long, global = true, value_name = "NAME")]
+    actor: Option<String>,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Only errors in the log.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make, inspect, verify, sign and pack model bundles.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
+    /// Generate signing keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// The model registry: push, list, show, alias, history, pull.
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
+    /// The audit log: list entries and verify the hash chain.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
+    /// Walk through the whole loop on the shipped weld model, narrated for a trainee.
+    Demo(cmd::demo::DemoArgs),
+    /// Check the installation: configuration, data directory, database, engine.
+    Doctor,
+    /// Print the effective configuration (all layers applied) as TOML.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::code_for(&e);
+        }
+    };
+    // The demo narrates on stdout; routine INFO logs would bury the story.
+    let quiet_info = matches!(cli.command, Command::Demo(_)) && cli.verbose == 0;
+    init_logging(&config, cli.verbose, cli.quiet, quiet_info);
+    match run(cli, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::code_for(&e)
+        }
+    }
+}
+
+fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+    let ctx = cmd::Context {
+        actor: config.actor(cli.actor.as_deref()),
+        config,
+    };
+    match cli.command {
+        Command::Bundle(c) => cmd::bundle::run(&ctx, c),
+        Command::Keys(c) => cmd::keys::run(c),
+        Command::Models(c) => cmd::models::run(&ctx, c),
+        Command::Audit(c) => cmd::audit::run(&ctx, c),
+        Command::Demo(a) => cmd::demo::run(&ctx, a),
+        Command::Doctor => cmd::doctor::run(&ctx),
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&ctx.config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_logging(config: &Config, verbose: u8, quiet: bool, warn_only: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error".to_owned(),
+        (false, 0) if warn_only => "warn".to_owned(),
+        (false, 0) => config.log.level.clone(),
+        (false, 1) => "debug".to_owned(),
+        (false, _) => "trace".to_owned(),
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}

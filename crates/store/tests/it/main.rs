@@ -1,0 +1,9 @@
+//! Integration tests for `vigil-store` on the embedded backend (SQLite + local folder).
+
+#![allow(clippy::unwrap_used)]
+
+mod alias;
+mod audit;
+mod common;
+mod failure;
+mod push;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file given with --config does not exist.
+    #[error("config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A layer does not parse or has unknown keys.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// What a caller can do about it.
+    pub fn kind(&self) -> vigil_core::ErrorKind {
+        match self {
+            ConfigError::Missing(_) => vigil_core::ErrorKind::NotFound,
+            ConfigError::Invalid(_) => vigil_core::ErrorKind::Invalid,
+        }
+    }
+}
+
 impl Config {
     /// Loads the layers: defaults, then `file` (which must exist when given), then the
     /// environment.
@@ -91,14 +112,14 @@ impl Config {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.is_file() {
-                bail!("config file {} does not exist", path.display());
+                return Err(ConfigError::Missing(path.to_owned()).into());
             }
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("VIGIL__").split("__"));
         let config: Config = figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
             .context("invalid configuration (see config/default.toml for every setting)")?;
         Ok(config)
     }
@@ -203,5 +224,15 @@ mod tests {
             .extract::<Config>()
             .unwrap_err();
         assert!(err.to_string().contains("data_dri"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    // An invalid config used to exit 1 instead of 5: the mapping missed the wrapped error.
+    #[test]
+    fn an_invalid_config_exits_as_invalid_input() {
+        let err = super::Config::load(Some(std::path::Path::new("Cargo.toml"))).unwrap_err();
+        assert_eq!(crate::exit::code_for(&err), std::process::ExitCode::from(5));
     }
 }

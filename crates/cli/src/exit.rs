@@ -47,10 +47,11 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<vigil_engine::Error>() {
             Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
+            Some(e.kind())
         } else if cause
             .downcast_ref::<vigil_core::types::ParseError>()
             .is_some()
-            || cause.downcast_ref::<figment::Error>().is_some()
         {
             Some(ErrorKind::Invalid)
         } else {

@@ -23,7 +23,7 @@ use crate::config::{Config, LogFormat};
 /// Configuration: built-in defaults, then --config FILE, then VIGIL__SECTION__KEY environment
 /// variables (for example VIGIL__STORE__DATA_DIR). `vigil config` shows the result.
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, propagate_version = true, after_long_help = exit::EXIT_CODES_HELP)]
+#[command(name = "vigil", version, after_long_help = exit::EXIT_CODES_HELP)]
 struct Cli {
     /// A TOML configuration file layered over the built-in defaults.
     #[arg(long, global = true, env = "VIGIL_CONFIG", value_name = "FILE")]
@@ -124,5 +124,16 @@ fn init_logging(config: &Config, verbose: u8, quiet: bool, warn_only: bool) {
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    // A clashing flag name used to panic at run time, on first use of the subcommand.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -59,10 +59,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds the pipeline a manifest declares (the manifest has validated the steps).
     pub fn new(manifest: &Manifest, limits: Limits) -> Pipeline {
-        Pipeline {
-            steps: manifest.preprocess.clone(),
-            limits,
-        }
+        Self::from_steps(manifest.preprocess.clone(), limits)
+    }
+
+    /// Builds a pipeline from steps that were validated elsewhere.
+    pub fn from_steps(steps: Vec<Step>, limits: Limits) -> Pipeline {
+        Pipeline { steps, limits }
     }
 
     /// Runs every step on one encoded image.
@@ -259,6 +261,11 @@ fn map(mut img: Planes, f: impl Fn(f32) -> f32) -> Planes {
 
 /// Resizes each plane. `bilinear` is a triangle filter that widens when shrinking (as
 /// Pillow's resize does), so downscaling averages instead of skipping pixels.
+///
+/// The `image` crate treats `f32` pixels as lying in `[0, 1]` and clamps its results there,
+/// so each plane is mapped onto `[0, 1]` by its own range first and mapped back afterwards.
+/// Values never leave the plane's original range (as when resizing integer images, filter
+/// overshoot is clamped).
 fn resize(img: Planes, width: u32, height: u32, filter: ResizeFilter) -> Planes {
     let (w, h) = (width as usize, height as usize);
     if w == img.w && h == img.h {
@@ -272,10 +279,15 @@ fn resize(img: Planes, width: u32, height: u32, filter: ResizeFilter) -> Planes 
     };
     let mut data = Vec::with_capacity(img.c * w * h);
     for plane in img.data.chunks_exact(img.w * img.h) {
+        let lo = plane.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = plane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let unit: Vec<f32> = plane.iter().map(|v| (v - lo) / span).collect();
         let buf: ImageBuffer<Luma<f32>, Vec<f32>> =
-            ImageBuffer::from_raw(img.w as u32, img.h as u32, plane.to_vec())
+            ImageBuffer::from_raw(img.w as u32, img.h as u32, unit)
                 .expect("a plane holds exactly w*h values; this is a bug");
-        data.extend(image::imageops::resize(&buf, width, height, filter).into_raw());
+        let resized = image::imageops::resize(&buf, width, height, filter).into_raw();
+        data.extend(resized.into_iter().map(|v| v * span + lo));
     }
     Planes {
         c: img.c,
@@ -343,4 +355,255 @@ pub fn synthetic_png(width: u32, height: u32, channels: u32, seed: u64) -> Vec<u
     )
     .expect("encoding a PNG into memory cannot fail; this is a bug");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{ImageBuffer, Luma, Rgb};
+
+    use super::*;
+
+    fn png<P: image::PixelWithColorType>(img: &ImageBuffer<P, Vec<P::Subpixel>>) -> Vec<u8>
+    where
+        [P::Subpixel]: image::EncodableLayout,
+    {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    fn run(steps: Vec<Step>, bytes: &[u8]) -> Result<Tensor> {
+        Pipeline::from_steps(steps, Limits::default()).run(bytes)
+    }
+
+    const NCHW: Step = Step::Layout {
+        order: Layout::Nchw,
+    };
+
+    #[test]
+    fn grey_uses_bt601_luma_and_keeps_the_8_bit_range() {
+        let img = ImageBuffer::from_pixel(2, 2, Rgb([200u8, 100, 50]));
+        let t = run(vec![Step::Decode, Step::Grey, NCHW], &png(&img)).unwrap();
+        assert_eq!(t.shape, [1, 1, 2, 2]);
+        let expected = 0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0;
+        assert!(
+            t.data.iter().all(|v| (v - expected).abs() < 1e-4),
+            "{:?}",
+            t.data
+        );
+    }
+
+    // A 16-bit radiograph must not be squeezed to 8 bits before a declared step maps it.
+    #[test]
+    fn sixteen_bit_images_keep_their_depth() {
+        let img = ImageBuffer::from_fn(3, 1, |x, _| Luma([[0u16, 40_000, 65_535][x as usize]]));
+        let t = run(vec![Step::Decode, Step::Grey, NCHW], &png(&img)).unwrap();
+        assert_eq!(t.data, vec![0.0, 40_000.0, 65_535.0]);
+        let t = run(
+            vec![
+                Step::Decode,
+                Step::Grey,
+                Step::Scale {
+                    factor: 1.0 / 65_535.0,
+                },
+                NCHW,
+            ],
+            &png(&img),
+        )
+        .unwrap();
+        assert!((t.data[2] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn center_crop_takes_the_middle() {
+        let img = ImageBuffer::from_fn(4, 4, |x, y| Luma([(y * 4 + x) as u8]));
+        let t = run(
+            vec![
+                Step::Decode,
+                Step::Grey,
+                Step::CenterCrop {
+                    width: 2,
+                    height: 2,
+                },
+                NCHW,
+            ],
+            &png(&img),
+        )
+        .unwrap();
+        assert_eq!(t.data, vec![5.0, 6.0, 9.0, 10.0]);
+        let err = run(
+            vec![
+                Step::Decode,
+                Step::CenterCrop {
+                    width: 8,
+                    height: 8,
+                },
+                NCHW,
+            ],
+            &png(&img),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Preprocess(_)), "{err}");
+    }
+
+    #[test]
+    fn standardize_gives_zero_mean_and_unit_variance_and_survives_flat_images() {
+        let img = ImageBuffer::from_fn(8, 8, |x, y| Luma([(x * 30 + y) as u8]));
+        let t = run(
+            vec![
+                Step::Decode,
+                Step::Grey,
+                Step::Standardize { eps: 1e-6 },
+                NCHW,
+            ],
+            &png(&img),
+        )
+        .unwrap();
+        let n = t.data.len() as f32;
+        let mean = t.data.iter().sum::<f32>() / n;
+        let var = t.data.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n;
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+            "mean {mean} var {var}"
+        );
+        let flat = ImageBuffer::from_pixel(4, 4, Luma([7u8]));
+        let t = run(
+            vec![
+                Step::Decode,
+                Step::Grey,
+                Step::Standardize { eps: 1e-6 },
+                NCHW,
+            ],
+            &png(&flat),
+        )
+        .unwrap();
+        assert!(t.data.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn normalize_and_nhwc_layout_interleave_channels() {
+        let img = ImageBuffer::from_pixel(1, 2, Rgb([10u8, 20, 30]));
+        let steps = vec![
+            Step::Decode,
+            Step::Rgb,
+            Step::Normalize {
+                mean: vec![10.0, 20.0, 30.0],
+                std: vec![1.0, 2.0, 5.0],
+            },
+            Step::Layout {
+                order: Layout::Nhwc,
+            },
+        ];
+        let t = run(steps, &png(&img)).unwrap();
+        assert_eq!(t.shape, [1, 2, 1, 3]);
+        assert_eq!(t.data, vec![0.0; 6]);
+        let grey = ImageBuffer::from_fn(2, 1, |x, _| Luma([x as u8 * 100]));
+        let t = run(
+            vec![
+                Step::Decode,
+                Step::Rgb,
+                Step::Layout {
+                    order: Layout::Nhwc,
+                },
+            ],
+            &png(&grey),
+        )
+        .unwrap();
+        assert_eq!(t.data, vec![0.0, 0.0, 0.0, 100.0, 100.0, 100.0]);
+    }
+
+    #[test]
+    fn resize_reaches_the_declared_size_with_every_filter() {
+        let img = ImageBuffer::from_fn(16, 8, |x, _| Luma([(x * 16) as u8]));
+        for filter in [
+            ResizeFilter::Nearest,
+            ResizeFilter::Bilinear,
+            ResizeFilter::Bicubic,
+            ResizeFilter::Lanczos3,
+        ] {
+            let t = run(
+                vec![
+                    Step::Decode,
+                    Step::Grey,
+                    Step::Resize {
+                        width: 4,
+                        height: 4,
+                        filter,
+                    },
+                    NCHW,
+                ],
+                &png(&img),
+            )
+            .unwrap();
+            assert_eq!(t.shape, [1, 1, 4, 4]);
+            assert!(
+                t.data[0] < t.data[3],
+                "{filter:?} lost the gradient: {:?}",
+                t.data
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_truncated_and_oversized_inputs_are_typed_errors() {
+        let steps = || vec![Step::Decode, Step::Grey, NCHW];
+        assert!(matches!(
+            run(steps(), b"definitely not an image"),
+            Err(Error::Decode(_))
+        ));
+        let good = png(&ImageBuffer::from_pixel(64, 64, Luma([9u8])));
+        assert!(matches!(
+            run(steps(), &good[..good.len() / 2]),
+            Err(Error::Decode(_))
+        ));
+        let small = Pipeline::from_steps(
+            steps(),
+            Limits {
+                max_encoded_bytes: 10,
+                max_pixels: 1 << 20,
+            },
+        );
+        assert!(matches!(small.run(&good), Err(Error::TooLarge(_))));
+    }
+
+    /// A PNG whose header claims 100,000 x 100,000 pixels must be refused before anything of
+    /// that size is allocated.
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        let mut bytes = png(&ImageBuffer::from_pixel(1, 1, Luma([0u8])));
+        // IHDR data starts at byte 16: width, height (big-endian), then 5 more bytes; CRC after.
+        bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = run(vec![Step::Decode, Step::Grey, NCHW], &bytes).unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn synthetic_images_are_deterministic_and_decode() {
+        assert_eq!(synthetic_png(16, 16, 1, 3), synthetic_png(16, 16, 1, 3));
+        assert_ne!(synthetic_png(16, 16, 1, 3), synthetic_png(16, 16, 1, 4));
+        let t = run(
+            vec![Step::Decode, Step::Rgb, NCHW],
+            &synthetic_png(16, 8, 3, 1),
+        )
+        .unwrap();
+        assert_eq!(t.shape, [1, 3, 8, 16]);
+    }
 }

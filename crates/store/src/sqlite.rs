@@ -16,13 +16,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use object_store::local::LocalFileSystem;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tracing::{debug, info, warn};
 use vigil_core::audit::{self, AuditEntry, AuditRecord};
-use vigil_core::types::{AliasName, ModelName, ModelRef, ModelVersion, Sha256Digest, VersionSelector};
+use vigil_core::types::{
+    AliasName, ModelName, ModelRef, ModelVersion, Sha256Digest, VersionSelector,
+};
 
 use crate::blob::BlobStore;
 use crate::{
@@ -120,10 +121,14 @@ async fn check_writable(dir: &Path) -> Result<()> {
         let path = path.to_owned();
         move |source| Error::DataDir { path, source }
     };
-    tokio::fs::create_dir_all(dir).await.map_err(data_dir_err(dir))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(data_dir_err(dir))?;
     let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let probe = dir.join(format!(".vigil-write-probe-{}-{n}", std::process::id()));
-    tokio::fs::write(&probe, b"").await.map_err(data_dir_err(&probe))?;
+    tokio::fs::write(&probe, b"")
+        .await
+        .map_err(data_dir_err(&probe))?;
     tokio::fs::remove_file(&probe)
         .await
         .map_err(data_dir_err(&probe))?;
@@ -198,7 +203,17 @@ struct Prepared<'r> {
     existed: Vec<(Sha256Digest, &'r [u8])>,
 }
 
-type AuditRow = (i64, String, String, String, String, String, String, String, String);
+type AuditRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
 
 const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, reason, details, prev_hash, hash";
 
@@ -439,15 +454,16 @@ impl SqliteRegistry {
                 pushed: *digest,
             });
         }
-        let stored = self
-            .load_version(conn, name, model_id, version_id)
-            .await?;
+        let stored = self.load_version(conn, name, model_id, version_id).await?;
         Ok(Some(PushOutcome::Unchanged(stored.info)))
     }
 
     /// The last audit entry and the time for the next one. The time never goes before the
     /// last entry's, so text order stays time order even if the clock steps back.
-    async fn audit_tail(&self, conn: &mut SqliteConnection) -> Result<(Option<AuditEntry>, String)> {
+    async fn audit_tail(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<(Option<AuditEntry>, String)> {
         let row: Option<AuditRow> = sqlx::query_as(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1"
         ))
@@ -482,7 +498,11 @@ impl SqliteRegistry {
     }
 
     /// Whether any committed row names this blob.
-    async fn blob_referenced(&self, conn: &mut SqliteConnection, digest: &Sha256Digest) -> Result<bool> {
+    async fn blob_referenced(
+        &self,
+        conn: &mut SqliteConnection,
+        digest: &Sha256Digest,
+    ) -> Result<bool> {
         sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM files WHERE digest = ?1) \
              OR EXISTS (SELECT 1 FROM versions WHERE digest = ?1 OR signature_digest = ?1)",
@@ -579,14 +599,16 @@ impl SqliteRegistry {
         .await
         .map_err(self.db("recording the version"))?;
         for (path, file_digest, data) in &p.files {
-            sqlx::query("INSERT INTO files (version_id, path, digest, size) VALUES (?1, ?2, ?3, ?4)")
-                .bind(version_id)
-                .bind(*path)
-                .bind(file_digest.to_hex())
-                .bind(to_i64("file size", data.len())?)
-                .execute(&mut *conn)
-                .await
-                .map_err(self.db("recording the version's files"))?;
+            sqlx::query(
+                "INSERT INTO files (version_id, path, digest, size) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(version_id)
+            .bind(*path)
+            .bind(file_digest.to_hex())
+            .bind(to_i64("file size", data.len())?)
+            .execute(&mut *conn)
+            .await
+            .map_err(self.db("recording the version's files"))?;
         }
         let record = AuditRecord {
             actor: req.actor.to_owned(),
@@ -601,9 +623,7 @@ impl SqliteRegistry {
         };
         let entry = audit::chain(prev.as_ref(), at, record);
         self.insert_audit(conn, &entry).await?;
-        let stored = self
-            .load_version(conn, name, model_id, version_id)
-            .await?;
+        let stored = self.load_version(conn, name, model_id, version_id).await?;
         Ok(PushOutcome::Created(stored.info))
     }
 
@@ -673,7 +693,12 @@ impl SqliteRegistry {
 
         let record = AuditRecord {
             actor: actor.to_owned(),
-            action: if to.is_some() { "alias.set" } else { "alias.remove" }.into(),
+            action: if to.is_some() {
+                "alias.set"
+            } else {
+                "alias.remove"
+            }
+            .into(),
             subject: format!("{name}@{alias}"),
             reason: reason.to_owned(),
             details: serde_json::json!({ "from": from, "to": to }).to_string(),
@@ -717,7 +742,10 @@ impl Registry for SqliteRegistry {
                 .acquire()
                 .await
                 .map_err(self.db("connecting to the database"))?;
-            if let Some(outcome) = self.existing_version(&mut conn, name, version, &digest).await? {
+            if let Some(outcome) = self
+                .existing_version(&mut conn, name, version, &digest)
+                .await?
+            {
                 return Ok(outcome);
             }
         }
@@ -815,9 +843,7 @@ impl Registry for SqliteRegistry {
                     versions: u64::try_from(versions).map_err(|_| {
                         Error::Invalid(format!("the database counts {versions} versions"))
                     })?,
-                    latest: latest
-                        .map(|v| parse("versions.version", &v))
-                        .transpose()?,
+                    latest: latest.map(|v| parse("versions.version", &v)).transpose()?,
                     aliases: aliases.remove(&id).unwrap_or_default(),
                     updated_at: parse_time("models.updated_at", &updated_at)?,
                 })

@@ -25,7 +25,7 @@ use crate::output;
 pub enum BundleCommand {
     /// Make a bundle from an ONNX model, its labels and its declared preprocessing; records
     /// golden outputs by running the model on the golden inputs.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show what a bundle holds, without running anything.
     Inspect {
         /// A bundle folder or archive.
@@ -241,7 +241,7 @@ pub fn run(ctx: &Context, cmd: BundleCommand) -> anyhow::Result<ExitCode> {
 pub fn read_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read key {}", path.display()))?;
-    Ok(SecretKey::parse(&text).with_context(|| format!("key {}", path.display()))?)
+    SecretKey::parse(&text).with_context(|| format!("key {}", path.display()))
 }
 
 /// Signs a bundle folder, or an archive by unpacking, signing and repacking it in place.

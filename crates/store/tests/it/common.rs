@@ -22,7 +22,9 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let registry = vigil_store::open(&OpenOptions::new(dir.path())).await.unwrap();
+        let registry = vigil_store::open(&OpenOptions::new(dir.path()))
+            .await
+            .unwrap();
         Fixture { dir, registry }
     }
 
@@ -207,7 +209,11 @@ pub fn snapshot_dir(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if path.is_dir() {
                 out.insert(rel, None);
                 walk(root, &path, out);

@@ -29,8 +29,14 @@ async fn push_list_show_fetch_round_trip() {
     assert_eq!(model.digest, Sha256Digest::of(b"weights one"));
     assert_eq!(model.size, 11);
 
-    assert!(matches!(push(r, &v2).await.unwrap(), PushOutcome::Created(_)));
-    assert!(matches!(push(r, &other).await.unwrap(), PushOutcome::Created(_)));
+    assert!(matches!(
+        push(r, &v2).await.unwrap(),
+        PushOutcome::Created(_)
+    ));
+    assert!(matches!(
+        push(r, &other).await.unwrap(),
+        PushOutcome::Created(_)
+    ));
 
     let models = r.list_models().await.unwrap();
     let names: Vec<_> = models.iter().map(|m| m.name.as_str()).collect();
@@ -45,7 +51,10 @@ async fn push_list_show_fetch_round_trip() {
     assert_eq!(versions[0], info, "listing shows what the push returned");
     assert!(!versions[1].signed);
 
-    let latest = r.resolve(&"weldnet".parse::<ModelRef>().unwrap()).await.unwrap();
+    let latest = r
+        .resolve(&"weldnet".parse::<ModelRef>().unwrap())
+        .await
+        .unwrap();
     assert_eq!(latest.version, version("1.1.0"));
     let exact = r.resolve(&"weldnet:1.0.0".parse().unwrap()).await.unwrap();
     assert_eq!(exact, info);
@@ -63,8 +72,12 @@ async fn push_list_show_fetch_round_trip() {
 #[tokio::test]
 async fn shared_files_are_stored_once() {
     let fx = Fixture::new().await;
-    push(&fx.registry, &bundle("weldnet", "1", b"a")).await.unwrap();
-    push(&fx.registry, &bundle("weldnet", "2", b"b")).await.unwrap();
+    push(&fx.registry, &bundle("weldnet", "1", b"a"))
+        .await
+        .unwrap();
+    push(&fx.registry, &bundle("weldnet", "2", b"b"))
+        .await
+        .unwrap();
     let blobs = snapshot_dir(&fx.artifacts())
         .into_values()
         .filter(Option::is_some)
@@ -119,7 +132,10 @@ async fn conflicting_push_is_refused_and_changes_nothing() {
     }
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let msg = err.to_string();
-    assert!(msg.contains("immutable") && msg.contains("bump the version"), "{msg}");
+    assert!(
+        msg.contains("immutable") && msg.contains("bump the version"),
+        "{msg}"
+    );
 
     assert_eq!(snapshot_db(&raw).await, rows_before);
     assert_eq!(snapshot_dir(&fx.artifacts()), files_before);
@@ -139,15 +155,28 @@ async fn concurrent_conflicting_pushes_leave_only_the_winner() {
             (Err(Error::VersionConflict { .. }), Ok(PushOutcome::Created(_))) => &b,
             (ra, rb) => panic!("expected one winner and one conflict, got {ra:?} / {rb:?}"),
         };
-        let stored = fx.registry.fetch(&name("weldnet"), &version(&v)).await.unwrap();
+        let stored = fx
+            .registry
+            .fetch(&name("weldnet"), &version(&v))
+            .await
+            .unwrap();
         assert_eq!(stored.files, winner.files);
     }
-    // Only the winners' blobs remain: five manifests, five models, one shared labels.txt.
-    let blobs = snapshot_dir(&fx.artifacts())
-        .into_values()
-        .filter(Option::is_some)
-        .count();
-    assert_eq!(blobs, 11);
+    // Only the winners' blobs remain: five manifests, five models, one shared labels.txt,
+    // and no fan-out folder emptied by a loser's clean-up.
+    let snapshot = snapshot_dir(&fx.artifacts());
+    let blobs: Vec<&String> = snapshot
+        .iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(blobs.len(), 11);
+    for (folder, _) in snapshot.iter().filter(|(_, c)| c.is_none()) {
+        assert!(
+            blobs.iter().any(|b| b.starts_with(folder.as_str())),
+            "{folder} is empty"
+        );
+    }
     let log = fx.registry.audit_log().await.unwrap();
     assert_eq!(log.len(), 5);
     assert!(vigil_core::audit::verify(&log, None).is_empty());

@@ -1,0 +1,22 @@
+# The two commands of the quick start, and the CI checks. Each target first makes sure the
+# ONNX Runtime library is in third_party/onnxruntime/ (scripts/setup-onnxruntime: one pinned,
+# checksum-verified wheel from PyPI; nothing is downloaded at run time).
+
+.PHONY: demo test check setup
+
+setup:
+	scripts/setup-onnxruntime
+
+# The main job on the embedded default (SQLite + a local artifact folder).
+demo: setup
+	cargo run --release -p vigil-cli -- demo
+
+# The whole test suite.
+test: setup
+	cargo test --workspace --locked
+
+# What CI runs: formatting, lints, then the tests.
+check:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(MAKE) test

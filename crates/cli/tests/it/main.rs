@@ -1,0 +1,9 @@
+//! End-to-end tests of the `vigil` binary: each test runs the real binary in a temporary
+//! data directory and checks exit codes, output and what changed on disk.
+#![allow(clippy::unwrap_used)]
+
+mod audit;
+mod bundle;
+mod common;
+mod config;
+mod registry;

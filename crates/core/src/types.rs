@@ -19,10 +19,17 @@ pub struct ParseError {
     pub reason: &'static str,
 }
 
-/// Names of models and aliases: 1-64 characters, lower-case ASCII letters, digits, `-`, `_`,
-/// `.`, starting with a letter or digit. They appear in paths, URLs and metric labels, so the
-/// alphabet is deliberately small.
-fn check_name(what: &'static str, s: &str) -> Result<(), ParseError> {
+/// The rules one kind of name follows.
+struct Rules {
+    /// Longest accepted length, in characters.
+    max: usize,
+    /// Whether the first character is acceptable, and why not.
+    first: (fn(char) -> bool, &'static str),
+    /// Whether every character is acceptable, and why not.
+    each: (fn(char) -> bool, &'static str),
+}
+
+fn check(what: &'static str, s: &str, rules: &Rules) -> Result<(), ParseError> {
     let err = |reason| {
         Err(ParseError {
             what,
@@ -30,18 +37,72 @@ fn check_name(what: &'static str, s: &str) -> Result<(), ParseError> {
             reason,
         })
     };
-    if s.is_empty() || s.len() > 64 {
+    let len = s.chars().count();
+    if len == 0 || len > rules.max {
         return err("must be 1 to 64 characters long");
     }
-    let first = s.as_bytes()[0];
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return err("must start with a lower-case letter or a digit");
+    if !s.chars().next().is_some_and(rules.first.0) {
+        return err(rules.first.1);
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return err("may only hold lower-case letters, digits, '-', '_' and '.'");
+    if !s.chars().all(rules.each.0) {
+        return err(rules.each.1);
+    }
+    Ok(())
+}
+
+/// Names of models and aliases: 1-64 characters, lower-case ASCII letters, digits, `-`, `_`,
+/// `.`, starting with a letter or digit. They appear in paths, URLs and metric labels, so the
+/// alphabet is deliberately small.
+fn check_name(what: &'static str, s: &str) -> Result<(), ParseError> {
+    let rules = Rules {
+        max: 64,
+        first: (
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+            "must start with a lower-case letter or a digit",
+        ),
+        each: (
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'),
+            "may only hold lower-case letters, digits, '-', '_' and '.'",
+        ),
+    };
+    check(what, s, &rules)
+}
+
+/// Versions: 1-64 characters of ASCII letters, digits, `.`, `-`, `_`, `+`, starting with a
+/// letter or digit. Semantic versions fit; so do dates and build numbers.
+fn check_version(what: &'static str, s: &str) -> Result<(), ParseError> {
+    let rules = Rules {
+        max: 64,
+        first: (
+            |c| c.is_ascii_alphanumeric(),
+            "must start with a letter or a digit",
+        ),
+        each: (
+            |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'),
+            "may only hold letters, digits, '.', '-', '_' and '+'",
+        ),
+    };
+    check(what, s, &rules)
+}
+
+/// Labels: 1-64 printable characters without surrounding white space or commas (labels are
+/// given on the command line as a comma-separated list).
+fn check_label(what: &'static str, s: &str) -> Result<(), ParseError> {
+    let rules = Rules {
+        max: 64,
+        first: (|c| !c.is_whitespace(), "may not start with white space"),
+        each: (
+            |c| !c.is_control() && c != ',',
+            "may not hold control characters or commas",
+        ),
+    };
+    check(what, s, &rules)?;
+    if s.trim_end() != s {
+        return Err(ParseError {
+            what,
+            value: s.to_owned(),
+            reason: "may not end with white space",
+        });
     }
     Ok(())
 }
@@ -88,50 +149,6 @@ macro_rules! name_type {
             }
         }
     };
-}
-
-/// Versions: 1-64 characters of ASCII letters, digits, `.`, `-`, `_`, `+`, starting with a
-/// letter or digit. Semantic versions fit; so do dates and build numbers.
-fn check_version(what: &'static str, s: &str) -> Result<(), ParseError> {
-    let err = |reason| {
-        Err(ParseError {
-            what,
-            value: s.to_owned(),
-            reason,
-        })
-    };
-    if s.is_empty() || s.len() > 64 {
-        return err("must be 1 to 64 characters long");
-    }
-    if !s.as_bytes()[0].is_ascii_alphanumeric() {
-        return err("must start with a letter or a digit");
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
-    {
-        return err("may only hold letters, digits, '.', '-', '_' and '+'");
-    }
-    Ok(())
-}
-
-/// Labels: 1-64 printable characters without surrounding white space or commas (labels are
-/// given on the command line as a comma-separated list).
-fn check_label(what: &'static str, s: &str) -> Result<(), ParseError> {
-    let err = |reason| {
-        Err(ParseError {
-            what,
-            value: s.to_owned(),
-            reason,
-        })
-    };
-    if s.is_empty() || s.chars().count() > 64 {
-        return err("must be 1 to 64 characters long");
-    }
-    if s.trim() != s || s.chars().any(|c| c.is_control() || c == ',') {
-        return err("may not hold control characters, commas or surrounding white space");
-    }
-    Ok(())
 }
 
 name_type!(

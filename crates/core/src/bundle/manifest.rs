@@ -412,3 +412,170 @@ impl Manifest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+format = 1
+
+[model]
+name = "weldnet"
+version = "1.0.0"
+task = "classification"
+labels = ["defect", "no_defect"]
+created_at = "2026-11-25T10:00:00Z"
+created_by = "alice"
+
+[[inputs]]
+name = "image"
+dtype = "float32"
+shape = [-1, 1, 128, 128]
+
+[[outputs]]
+name = "probabilities"
+dtype = "float32"
+shape = [-1, 2]
+
+[roles]
+probabilities = "probabilities"
+
+[[preprocess]]
+op = "decode"
+
+[[preprocess]]
+op = "grey"
+
+[[preprocess]]
+op = "resize"
+width = 128
+height = 128
+filter = "bilinear"
+
+[[preprocess]]
+op = "standardize"
+
+[[preprocess]]
+op = "layout"
+order = "nchw"
+
+[decision]
+rule = "threshold"
+positive = "defect"
+threshold = 0.3
+review_band = [0.2, 0.5]
+
+[provenance]
+trainer = "vigil-train"
+
+[engine]
+model_format = "onnx"
+ir_version = 8
+
+[engine.opsets]
+"" = 17
+
+[golden]
+atol = 1e-4
+rtol = 1e-3
+
+[files]
+"model.onnx" = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+"#;
+
+    fn with(from: &str, to: &str) -> Result<Manifest> {
+        assert!(VALID.contains(from), "fixture lacks {from:?}");
+        Manifest::parse(&VALID.replacen(from, to, 1))
+    }
+
+    #[test]
+    fn a_valid_manifest_parses_and_round_trips() {
+        let m = Manifest::parse(VALID).unwrap();
+        assert_eq!(m.model.labels.len(), 2);
+        assert!(
+            matches!(m.decision, DecisionRule::Threshold { threshold, .. } if threshold == 0.3)
+        );
+        assert_eq!(Manifest::parse(&m.to_toml().unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_everywhere() {
+        for (from, to) in [
+            ("format = 1", "format = 1\ncolour = \"red\""),
+            (
+                "task = \"classification\"",
+                "task = \"classification\"\nowner = \"x\"",
+            ),
+            ("threshold = 0.3", "threshold = 0.3\nthreshhold = 0.4"),
+            (
+                "op = \"standardize\"",
+                "op = \"standardize\"\nepsilon = 1.0",
+            ),
+        ] {
+            let err = with(from, to).unwrap_err();
+            assert!(matches!(err, Error::ManifestParse { .. }), "{from}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let err = with("created_by = \"alice\"\n", "").unwrap_err();
+        assert!(err.to_string().contains("created_by"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_rules_are_checked() {
+        let cases = [
+            (
+                "labels = [\"defect\", \"no_defect\"]",
+                "labels = [\"defect\", \"no_defect\", \"other\"]",
+                "3 labels declared",
+            ),
+            (
+                "labels = [\"defect\", \"no_defect\"]",
+                "labels = [\"defect\", \"defect\"]",
+                "unique",
+            ),
+            (
+                "positive = \"defect\"",
+                "positive = \"crack\"",
+                "not one of the labels",
+            ),
+            ("threshold = 0.3", "threshold = 1.3", "within [0, 1]"),
+            (
+                "review_band = [0.2, 0.5]",
+                "review_band = [0.4, 0.5]",
+                "low <= threshold",
+            ),
+            (
+                "probabilities = \"probabilities\"",
+                "probabilities = \"logits\"",
+                "no output is named",
+            ),
+            ("format = 1", "format = 2", "not supported"),
+            ("op = \"grey\"", "op = \"rgb\"", "3 channel(s)"),
+            ("width = 128", "width = 64", "64x128"),
+            (
+                "\"model.onnx\" =",
+                "\"../model.onnx\" = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n\"model.onnx\" =",
+                "escape",
+            ),
+        ];
+        for (from, to, message) in cases {
+            let err = with(from, to).unwrap_err();
+            assert!(
+                err.to_string().contains(message),
+                "{to}: expected {message:?} in {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn golden_tolerance_is_absolute_plus_relative() {
+        let t = GoldenTolerance::default();
+        assert!(t.accepts(0.50005, 0.5));
+        assert!(!t.accepts(0.502, 0.5));
+        assert!(t.accepts(100.05, 100.0));
+    }
+}

@@ -26,20 +26,31 @@ use crate::config::{Config, LogFormat};
 #[command(name = "vigil", version, after_long_help = exit::EXIT_CODES_HELP)]
 struct Cli {
     /// A TOML configuration file layered over the built-in defaults.
-    #[arg(long, global = true, env = "VIGIL_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_CONFIG",
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     config: Option<PathBuf>,
 
     /// Who is recorded in the audit log for changes made by this command
     /// (default: audit.actor from the config, else user@host).
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        help_heading = "Global options"
+    )]
     actor: Option<String>,
 
     /// More log output (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet", help_heading = "Global options")]
     verbose: u8,
 
     /// Only errors in the log.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
 
     #[command(subcommand)]

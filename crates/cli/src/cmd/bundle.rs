@@ -90,7 +90,6 @@ pub struct CreateArgs {
         long,
         value_name = "LOW,HIGH",
         value_delimiter = ',',
-        num_args = 2,
         requires = "threshold"
     )]
     pub review_band: Option<Vec<f32>>,
@@ -334,7 +333,17 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
                 threshold: p
                     .parse()
                     .with_context(|| format!("--threshold: {p:?} is not a number"))?,
-                review_band: args.review_band.as_ref().map(|v| [v[0], v[1]]),
+                review_band: match args.review_band.as_deref() {
+                    None => None,
+                    Some([lo, hi]) => Some([*lo, *hi]),
+                    Some(_) => {
+                        return Err(bundle::Error::ManifestInvalid {
+                            field: "decision.review_band".into(),
+                            reason: "takes two numbers: --review-band LOW,HIGH".into(),
+                        }
+                        .into());
+                    }
+                },
             }
         }
         None => DecisionRule::Argmax {

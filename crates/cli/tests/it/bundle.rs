@@ -475,3 +475,35 @@ fn key_generation_never_overwrites_and_keeps_the_secret_private() {
         .says("already exists");
     assert_eq!(std::fs::read(&secret).unwrap(), before);
 }
+
+#[test]
+fn a_threshold_rule_with_a_review_band_is_recorded_and_checked() {
+    let env = Env::new();
+    env.create(
+        "b",
+        "1.0.0",
+        &["--threshold", "crack=0.4", "--review-band", "0.3,0.6"],
+    )
+    .ok();
+    env.run(&["bundle", "inspect", env.path("b").to_str().unwrap()])
+        .ok()
+        .says("crack when p(crack) >= 0.4; review when p in [0.3, 0.6]");
+    env.create(
+        "c",
+        "1.0.0",
+        &["--threshold", "crack=0.4", "--review-band", "0.5,0.6"],
+    )
+    .code(5)
+    .says("low <= threshold <= high");
+    env.create(
+        "d",
+        "1.0.0",
+        &["--threshold", "crack=0.4", "--review-band", "0.3"],
+    )
+    .code(5)
+    .says("LOW,HIGH");
+    env.create("e", "1.0.0", &["--threshold", "weld=0.4"])
+        .code(5)
+        .says("not one of the labels");
+    assert!(!env.path("c").exists() && !env.path("d").exists() && !env.path("e").exists());
+}

@@ -11,12 +11,14 @@ setup:
 demo: setup
 	cargo run --release -p vigil-cli -- demo
 
-# The whole test suite.
+# The whole test suite, then the engine conformance tests again with tract compiled in, so
+# both engines are held to the same golden outputs.
 test: setup
 	cargo test --workspace --locked
+	cargo test --locked -p vigil-engine --features tract
 
 # What CI runs: formatting, lints, then the tests.
 check:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 	$(MAKE) test

@@ -48,10 +48,16 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
-    /// Intra-op threads per model; 0 for the engine's default.
+    /// Which engine runs models: `onnxruntime` (the default) or `tract` (pure Rust; only in a
+    /// build with the `tract` feature, and CPU only).
+    pub kind: vigil_engine::EngineKind,
+    /// Threads per loaded model; 0 for one per core.
     pub threads: usize,
     /// Explicit `libonnxruntime.so`; empty to search.
     pub onnxruntime_library: PathBuf,
+    /// Where models run: `cpu`, or `cuda:N` for GPU N through ONNX Runtime's CUDA execution
+    /// provider (a build with the `cuda` feature and the GPU build of ONNX Runtime).
+    pub device: vigil_engine::Device,
 }
 
 /// `[bundle]`
@@ -165,9 +171,11 @@ impl Config {
     /// The engine configuration.
     pub fn engine(&self) -> vigil_engine::EngineConfig {
         vigil_engine::EngineConfig {
+            kind: self.engine.kind,
             intra_threads: self.engine.threads,
             library: Some(self.engine.onnxruntime_library.clone())
                 .filter(|p| !p.as_os_str().is_empty()),
+            device: self.engine.device,
         }
     }
 

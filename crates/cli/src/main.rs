@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod exit;
 mod output;
+mod score;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
     /// The model registry: push, list, show, alias, history, pull.
     #[command(subcommand)]
     Models(cmd::models::ModelsCommand),
+    /// Score many images offline: folders, globs or CSV manifests into CSV, JSON Lines or
+    /// Parquet, in parallel, with a progress bar, --resume and a summary.
+    Score(cmd::score::ScoreArgs),
     /// The audit log: list entries and verify the hash chain.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -110,6 +114,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
+        Command::Score(a) => cmd::score::run(&ctx, a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::Config => {

@@ -36,6 +36,22 @@ pub fn steps(steps: &[Step]) -> String {
             Step::Grey => "grey".to_owned(),
             Step::Rgb => "rgb".to_owned(),
             Step::CenterCrop { width, height } => format!("center_crop {width}x{height}"),
+            Step::Crop {
+                x,
+                y,
+                width,
+                height,
+            } => format!("crop {width}x{height} at ({x}, {y})"),
+            Step::Pad {
+                width,
+                height,
+                value,
+            } => format!("pad to {width}x{height} with {value}"),
+            Step::Tile { size, stride } => format!("tile {size}x{size} stride {stride}"),
+            Step::Window { center, width } => format!("window center {center} width {width}"),
+            Step::PercentileWindow { low, high } => {
+                format!("percentile_window {low}%..{high}%")
+            }
             Step::Resize {
                 width,
                 height,

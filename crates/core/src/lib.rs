@@ -14,7 +14,9 @@
 
 pub mod audit;
 pub mod bundle;
+pub mod decision;
 pub mod error;
+pub mod eval;
 pub mod onnx;
 pub mod types;
 

@@ -176,6 +176,13 @@ name_type!(
     check_label
 );
 
+impl ModelVersion {
+    /// `0`: the version of a model that has not been given one.
+    pub fn initial() -> ModelVersion {
+        ModelVersion("0".to_owned())
+    }
+}
+
 impl AliasName {
     /// The alias served to live traffic.
     pub const PRODUCTION: &'static str = "production";

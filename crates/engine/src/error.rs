@@ -28,6 +28,9 @@ pub enum Error {
     /// The model needs something this engine does not offer.
     #[error("the engine cannot run this model: {0}")]
     Unsupported(String),
+    /// The requested device (a GPU) cannot be used on this machine or with this library.
+    #[error("the device cannot be used: {0}")]
+    Device(String),
     /// The engine refused the model.
     #[error("the engine cannot load the model: {0}")]
     Load(String),
@@ -60,7 +63,9 @@ impl Error {
     /// What a caller can do about it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::LibraryNotFound { .. } | Error::LibraryLoad { .. } => ErrorKind::Unavailable,
+            Error::LibraryNotFound { .. } | Error::LibraryLoad { .. } | Error::Device(_) => {
+                ErrorKind::Unavailable
+            }
             Error::Unsupported(_)
             | Error::Load(_)
             | Error::Decode(_)

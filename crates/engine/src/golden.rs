@@ -9,8 +9,8 @@ use crate::backend::{Backend, Batch};
 use crate::preprocess::Pipeline;
 use crate::{Error, Result};
 
-/// Runs each input through `pipeline` and `backend` (one at a time, batch size one) and
-/// records the tensor digest and every output.
+/// Runs each input through `pipeline` and `backend` (one input per batch: a single image, or
+/// all tiles of a whole radiograph) and records the tensor digest and every output.
 pub fn record(
     backend: &mut dyn Backend,
     pipeline: &Pipeline,
@@ -18,14 +18,14 @@ pub fn record(
 ) -> Result<GoldenSet> {
     let mut cases = Vec::with_capacity(inputs.len());
     for (name, bytes) in inputs {
-        let tensor = pipeline.run(bytes).map_err(|e| Error::Golden {
+        let (digest, batch) = prepare(pipeline, bytes).map_err(|e| Error::Golden {
             case: name.clone(),
             detail: e.to_string(),
         })?;
-        let outputs = backend.run(&Batch::stack(&[&tensor])?)?;
+        let outputs = backend.run(&batch)?;
         cases.push(GoldenCase {
             input: name.clone(),
-            tensor_sha256: tensor_digest(&tensor.data),
+            tensor_sha256: digest,
             outputs: outputs
                 .into_iter()
                 .map(|(k, v)| {
@@ -41,6 +41,15 @@ pub fn record(
         });
     }
     Ok(GoldenSet { cases })
+}
+
+/// Preprocesses one golden input into the batch the model sees (one tensor, or every tile
+/// of a whole radiograph) and the digest of its values.
+fn prepare(pipeline: &Pipeline, bytes: &[u8]) -> Result<(vigil_core::types::Sha256Digest, Batch)> {
+    let tiled = pipeline.run_tiles(bytes)?;
+    let refs: Vec<_> = tiled.tiles.iter().collect();
+    let batch = Batch::stack(&refs)?;
+    Ok((tensor_digest(&batch.data), batch))
 }
 
 /// What a successful check found.
@@ -67,8 +76,7 @@ pub fn check(
             case: case.input.clone(),
             detail,
         };
-        let tensor = pipeline.run(bytes).map_err(|e| fail(e.to_string()))?;
-        let digest = tensor_digest(&tensor.data);
+        let (digest, batch) = prepare(pipeline, bytes).map_err(|e| fail(e.to_string()))?;
         if digest != case.tensor_sha256 {
             return Err(fail(format!(
                 "preprocessing gave a different tensor (sha256 {} instead of {}): training-serving skew",
@@ -76,7 +84,7 @@ pub fn check(
                 case.tensor_sha256.short()
             )));
         }
-        let outputs = backend.run(&Batch::stack(&[&tensor])?)?;
+        let outputs = backend.run(&batch)?;
         let recorded: &BTreeMap<String, GoldenTensor> = &case.outputs;
         for (name, expected) in recorded {
             let actual = outputs

@@ -4,18 +4,23 @@
 //! next to the executable, or the repository's `third_party/onnxruntime/` that
 //! `scripts/setup-onnxruntime` fills) and checked with a clear error, because a missing
 //! library would otherwise panic at first use.
+//!
+//! With the `cuda` feature, `device = cuda:N` registers ONNX Runtime's CUDA execution provider
+//! and refuses to load when it cannot be used, rather than quietly running on the CPU. That
+//! needs the GPU build of the library (the onnxruntime-gpu wheel); the CPU build's refusal is
+//! tested, a GPU run has not been (no GPU where this was written).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::Tensor;
 use tracing::info;
 use vigil_core::bundle::Manifest;
 
-use crate::backend::{Backend, Batch, OutputTensor, Outputs};
-use crate::{Error, Result};
+use crate::backend::{Backend, Batch, OutputTensor, Outputs, check_batch};
+use crate::{Device, EngineConfig, Error, Result};
 
 /// The ONNX Runtime release this build is made and tested against.
 pub const ORT_VERSION: &str = "1.32.0";
@@ -26,15 +31,6 @@ pub const MAX_OPSET: i64 = 23;
 
 /// Operator domains ONNX Runtime's CPU build implements.
 const DOMAINS: &[&str] = &["", "ai.onnx.ml", "com.microsoft"];
-
-/// How to find and run ONNX Runtime.
-#[derive(Debug, Clone, Default)]
-pub struct EngineConfig {
-    /// Intra-op threads per model session (0: ONNX Runtime's default, one per core).
-    pub intra_threads: usize,
-    /// An explicit path to `libonnxruntime.so`; searched first.
-    pub library: Option<PathBuf>,
-}
 
 /// The loaded runtime, once per process.
 #[derive(Debug)]
@@ -141,8 +137,10 @@ pub fn check_requirements(manifest: &Manifest) -> Result<()> {
 pub struct OrtBackend {
     session: Session,
     input: String,
+    input_shape: Vec<i64>,
     outputs: Vec<String>,
     threads: usize,
+    device: Device,
 }
 
 impl OrtBackend {
@@ -162,10 +160,14 @@ impl OrtBackend {
                 .with_intra_threads(cfg.intra_threads)
                 .map_err(|e| load(e.to_string()))?;
         }
+        if let Device::Cuda { device_id } = cfg.device {
+            builder = with_cuda(builder, device_id, &rt.library)?;
+        }
         let session = builder
             .commit_from_memory(model)
             .map_err(|e| load(e.to_string()))?;
         let input = manifest.image_input().name.clone();
+        let input_shape = manifest.image_input().shape.clone();
         if !session.inputs().iter().any(|o| o.name() == input) {
             return Err(Error::Load(format!(
                 "the model has no input named {input:?}"
@@ -175,22 +177,51 @@ impl OrtBackend {
         Ok(OrtBackend {
             session,
             input,
+            input_shape,
             outputs,
             threads: cfg.intra_threads,
+            device: cfg.device,
         })
     }
 }
 
+/// Registers the CUDA execution provider for `device_id`, as an error when it cannot be: ONNX
+/// Runtime's default is to log and fall back to the CPU, which would hide a missing GPU, driver
+/// or library behind slow answers.
+#[cfg(feature = "cuda")]
+fn with_cuda(builder: SessionBuilder, device_id: i32, library: &Path) -> Result<SessionBuilder> {
+    use ort::ep::ExecutionProvider as _;
+    let unusable = |why: String| {
+        Error::Device(format!(
+            "device cuda:{device_id} was asked for, but ONNX Runtime's CUDA execution provider cannot be used: {why}"
+        ))
+    };
+    // The CPU build answers registration with an obscure message; say what to install.
+    if !ort::ep::CUDA::is_available().map_err(|e| unusable(e.to_string()))? {
+        return Err(unusable(format!(
+            "{} is a build without CUDA. Use the GPU build (libonnxruntime from the onnxruntime-gpu wheel) or set engine.device = \"cpu\"",
+            library.display()
+        )));
+    }
+    builder
+        .with_execution_providers([ort::ep::CUDA::default()
+            .with_device_id(device_id)
+            .build()
+            .error_on_failure()])
+        .map_err(|e| unusable(e.to_string()))
+}
+
+/// This build has no CUDA execution provider compiled in.
+#[cfg(not(feature = "cuda"))]
+fn with_cuda(_: SessionBuilder, device_id: i32, _: &Path) -> Result<SessionBuilder> {
+    Err(Error::Unsupported(format!(
+        "device cuda:{device_id} was asked for, but this build has no CUDA support; rebuild with --features cuda (or set engine.device = \"cpu\")"
+    )))
+}
+
 impl Backend for OrtBackend {
     fn run(&mut self, batch: &Batch) -> Result<Outputs> {
-        let expected: usize = batch.shape.iter().product();
-        if batch.data.len() != expected {
-            return Err(Error::Shape(format!(
-                "shape {:?} needs {expected} values, got {}",
-                batch.shape,
-                batch.data.len()
-            )));
-        }
+        check_batch(batch, &self.input_shape)?;
         let tensor = Tensor::from_array((batch.shape.to_vec(), batch.data.clone()))
             .map_err(|e| Error::Shape(e.to_string()))?;
         let results = self
@@ -224,8 +255,13 @@ impl Backend for OrtBackend {
         let threads = if self.threads == 0 {
             "default threads".to_owned()
         } else {
-            format!("{} intra-op threads", self.threads)
+            let s = if self.threads == 1 { "" } else { "s" };
+            format!("{} intra-op thread{s}", self.threads)
         };
-        format!("onnxruntime {ORT_VERSION} (CPU, {threads})")
+        let device = match self.device {
+            Device::Cpu => "CPU".to_owned(),
+            Device::Cuda { device_id } => format!("CUDA:{device_id}"),
+        };
+        format!("onnxruntime {ORT_VERSION} ({device}, {threads})")
     }
 }

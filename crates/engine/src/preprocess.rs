@@ -1,22 +1,28 @@
-//! Runs a bundle's declared preprocessing: encoded bytes → decode → steps → input tensor.
+//! Runs a bundle's declared preprocessing: encoded bytes → decode → steps → input tensor(s).
 //!
 //! This is the only implementation. The server, batch scoring, training and golden checks
-//! all call [`Pipeline::run`], so the tensor a model sees cannot depend on which path the
-//! image came in by. Values stay `f32` in their native range (0-255 or 0-65535) until a
-//! declared step maps them; nothing is rescaled implicitly.
+//! all call [`Pipeline::run`] (or [`Pipeline::run_tiles`] for a pipeline that cuts whole
+//! radiographs into tiles), so the tensor a model sees cannot depend on which path the image
+//! came in by. Values stay `f32` in their native range (0-255 or 0-65535) until a declared
+//! step maps them; nothing is rescaled implicitly. Decoding (image formats and DICOM) lives
+//! in the `decode` and `dicom` submodules; this file owns the steps.
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageBuffer, Luma};
+use image::{ImageBuffer, Luma};
 use vigil_core::bundle::{Layout, Manifest, ResizeFilter, Step};
 
 use crate::{Error, Result};
+
+mod decode;
+mod dicom;
 
 /// Limits applied before and during decoding.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest encoded input accepted.
     pub max_encoded_bytes: usize,
-    /// Largest decoded image, in pixels (width × height).
+    /// Largest decoded image, in pixels (width × height). Also bounds what `pad` makes, and
+    /// the pixels of all tiles together may be at most [`TILE_PIXEL_FACTOR`] times this.
     pub max_pixels: u64,
 }
 
@@ -31,6 +37,12 @@ impl Default for Limits {
     }
 }
 
+/// How many times `max_pixels` the tiles of one image may hold together. Overlapping tiles
+/// repeat pixels: a stride of half the tile size repeats each about 4 times, which a 30 MP
+/// flat-panel image must still pass with the default limits; a tiny stride on a large image
+/// (millions of tiles) must not exhaust memory.
+pub const TILE_PIXEL_FACTOR: u64 = 4;
+
 /// A preprocessed image: shape `[1, C, H, W]` or `[1, H, W, C]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -38,6 +50,32 @@ pub struct Tensor {
     pub shape: [usize; 4],
     /// Row-major values.
     pub data: Vec<f32>,
+}
+
+/// The tensors of one image cut into tiles, and where each tile came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tiled {
+    /// One tensor per tile, in the order of [`TileGrid::positions`] (row-major).
+    pub tiles: Vec<Tensor>,
+    /// Where the tiles lie in the image.
+    pub grid: TileGrid,
+}
+
+/// Where a pipeline's tiles lie in the image as it was when the `tile` step cut it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileGrid {
+    /// Width of the image that was tiled, in pixels.
+    pub image_width: u32,
+    /// Height of the image that was tiled, in pixels.
+    pub image_height: u32,
+    /// Tile width and height, in pixels.
+    pub tile_size: u32,
+    /// Top-left corner `(x, y)` of each tile, row-major: left to right, then top to bottom.
+    pub positions: Vec<(u32, u32)>,
+    /// Tiles per row.
+    pub columns: u32,
+    /// Rows of tiles.
+    pub rows: u32,
 }
 
 /// Planar image: `c` planes of `h × w` values.
@@ -49,11 +87,54 @@ struct Planes {
     data: Vec<f32>,
 }
 
+impl Planes {
+    /// Planes from pixel-interleaved values (`c` values per pixel, rows top to bottom).
+    fn from_interleaved(c: usize, h: usize, w: usize, interleaved: Vec<f32>) -> Planes {
+        if c == 1 {
+            return Planes {
+                c,
+                h,
+                w,
+                data: interleaved,
+            };
+        }
+        let mut data = vec![0f32; c * h * w];
+        for (i, v) in interleaved.into_iter().enumerate() {
+            let (px, ch) = (i / c, i % c);
+            data[ch * h * w + px] = v;
+        }
+        Planes { c, h, w, data }
+    }
+
+    /// The `cw` x `ch` region whose top-left corner is `(x0, y0)`; the caller checked it fits.
+    fn region(&self, x0: usize, y0: usize, cw: usize, ch: usize) -> Planes {
+        let mut data = Vec::with_capacity(self.c * cw * ch);
+        for plane in self.data.chunks_exact(self.w * self.h) {
+            for y in y0..y0 + ch {
+                data.extend_from_slice(&plane[y * self.w + x0..y * self.w + x0 + cw]);
+            }
+        }
+        Planes {
+            c: self.c,
+            h: ch,
+            w: cw,
+            data,
+        }
+    }
+}
+
 /// A bundle's preprocessing, validated and ready to run on any number of images.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     steps: Vec<Step>,
     limits: Limits,
+}
+
+/// What the steps made from one image: one image, or the tiles and their grid.
+struct Output {
+    images: Vec<Planes>,
+    grid: Option<TileGrid>,
+    layout: Layout,
 }
 
 impl Pipeline {
@@ -67,115 +148,157 @@ impl Pipeline {
         Pipeline { steps, limits }
     }
 
-    /// Runs every step on one encoded image.
+    /// Whether the pipeline has a `tile` step, so that [`Pipeline::run_tiles`] must run it.
+    pub fn tiles(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Tile { .. }))
+    }
+
+    /// Runs every step on one encoded image. A pipeline that tiles is refused: use
+    /// [`Pipeline::run_tiles`].
     pub fn run(&self, encoded: &[u8]) -> Result<Tensor> {
-        let mut img = None::<Planes>;
+        if self.tiles() {
+            return Err(Error::Preprocess(
+                "this pipeline tiles images; use run_tiles".into(),
+            ));
+        }
+        let out = self.execute(encoded)?;
+        let img =
+            out.images.into_iter().next().ok_or_else(|| {
+                Error::Preprocess("the pipeline made no image; this is a bug".into())
+            })?;
+        Ok(to_tensor(img, out.layout))
+    }
+
+    /// Runs every step on one encoded image, giving one tensor per tile in row-major order.
+    /// The steps after `tile` run on each tile. A pipeline without `tile` gives one tile: the
+    /// whole image, with a grid of one position `(0, 0)` and a tile size of the larger side.
+    pub fn run_tiles(&self, encoded: &[u8]) -> Result<Tiled> {
+        let out = self.execute(encoded)?;
+        let grid = match out.grid {
+            Some(grid) => grid,
+            None => {
+                let img = out.images.first().ok_or_else(|| {
+                    Error::Preprocess("the pipeline made no image; this is a bug".into())
+                })?;
+                TileGrid {
+                    image_width: img.w as u32,
+                    image_height: img.h as u32,
+                    tile_size: img.w.max(img.h) as u32,
+                    positions: vec![(0, 0)],
+                    columns: 1,
+                    rows: 1,
+                }
+            }
+        };
+        let layout = out.layout;
+        Ok(Tiled {
+            tiles: out
+                .images
+                .into_iter()
+                .map(|img| to_tensor(img, layout))
+                .collect(),
+            grid,
+        })
+    }
+
+    fn execute(&self, encoded: &[u8]) -> Result<Output> {
+        let before_decode = || Error::Preprocess("a step came before `decode`".into());
+        let mut images: Option<Vec<Planes>> = None;
+        let mut grid = None;
         let mut layout = Layout::Nchw;
         for step in &self.steps {
             match step {
-                Step::Decode => img = Some(decode(encoded, &self.limits)?),
+                Step::Decode => images = Some(vec![decode::decode(encoded, &self.limits)?]),
                 Step::Layout { order } => layout = *order,
+                Step::Tile { size, stride } => {
+                    let current = images.take().ok_or_else(before_decode)?;
+                    let [img] = <[Planes; 1]>::try_from(current).map_err(|_| {
+                        Error::Preprocess("a pipeline may only have one `tile` step".into())
+                    })?;
+                    let (tiles, g) = tile(&img, *size, *stride, &self.limits)?;
+                    images = Some(tiles);
+                    grid = Some(g);
+                }
                 other => {
-                    let current = img
-                        .take()
-                        .ok_or_else(|| Error::Preprocess("a step came before `decode`".into()))?;
-                    img = Some(apply(current, other)?);
+                    let current = images.take().ok_or_else(before_decode)?;
+                    images = Some(
+                        current
+                            .into_iter()
+                            .map(|img| apply(img, other, &self.limits))
+                            .collect::<Result<_>>()?,
+                    );
                 }
             }
         }
-        let img =
-            img.ok_or_else(|| Error::Preprocess("the pipeline has no `decode` step".into()))?;
-        Ok(to_tensor(img, layout))
+        let images =
+            images.ok_or_else(|| Error::Preprocess("the pipeline has no `decode` step".into()))?;
+        Ok(Output {
+            images,
+            grid,
+            layout,
+        })
     }
 }
 
-fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
-    if bytes.len() > limits.max_encoded_bytes {
-        return Err(Error::TooLarge(format!(
-            "{} bytes encoded; the limit is {}",
-            bytes.len(),
-            limits.max_encoded_bytes
+/// Cuts `size` x `size` tiles on a `stride` grid, the last column and row moved back to end
+/// at the image edge.
+fn tile(img: &Planes, size: u32, stride: u32, limits: &Limits) -> Result<(Vec<Planes>, TileGrid)> {
+    if size == 0 || stride == 0 || stride > size {
+        return Err(Error::Preprocess(format!(
+            "`tile` needs size > 0 and stride in 1..=size, got size {size} and stride {stride}"
         )));
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(Error::Decode(
-            "unknown image format (PNG, JPEG, BMP and TIFF are supported)".into(),
-        ));
-    }
-    // Read the header first so a decompression bomb is refused before anything is allocated.
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > limits.max_pixels {
-        return Err(Error::TooLarge(format!(
-            "{w}x{h} = {pixels} pixels; the limit is {}",
-            limits.max_pixels
+    let s = size as usize;
+    if img.w < s || img.h < s {
+        return Err(Error::Preprocess(format!(
+            "cannot cut {s}x{s} tiles from a {}x{} image; add `pad` before `tile`",
+            img.w, img.h
         )));
     }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    let mut lim = image::Limits::default();
-    lim.max_image_width = Some(w);
-    lim.max_image_height = Some(h);
-    // Decoded size at most 16 bytes per pixel (RGBA f32) plus slack.
-    lim.max_alloc = Some(pixels.saturating_mul(16).saturating_add(1 << 20));
-    reader.limits(lim);
-    let img = reader.decode().map_err(|e| Error::Decode(e.to_string()))?;
-    Ok(planes(img))
-}
-
-/// Converts a decoded image to planes, keeping the native value range and dropping alpha.
-fn planes(img: DynamicImage) -> Planes {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (c, interleaved): (usize, Vec<f32>) = match img {
-        DynamicImage::ImageLuma8(b) => (1, b.into_raw().into_iter().map(f32::from).collect()),
-        DynamicImage::ImageLuma16(b) => (1, b.into_raw().into_iter().map(f32::from).collect()),
-        DynamicImage::ImageLumaA8(b) => (
-            1,
-            b.into_raw()
-                .chunks_exact(2)
-                .map(|p| f32::from(p[0]))
-                .collect(),
-        ),
-        DynamicImage::ImageLumaA16(b) => (
-            1,
-            b.into_raw()
-                .chunks_exact(2)
-                .map(|p| f32::from(p[0]))
-                .collect(),
-        ),
-        DynamicImage::ImageRgb8(b) => (3, b.into_raw().into_iter().map(f32::from).collect()),
-        DynamicImage::ImageRgb16(b) => (3, b.into_raw().into_iter().map(f32::from).collect()),
-        DynamicImage::ImageRgb32F(b) => (3, b.into_raw()),
-        DynamicImage::ImageRgba8(b) => (3, drop_alpha(b.into_raw().into_iter().map(f32::from))),
-        DynamicImage::ImageRgba16(b) => (3, drop_alpha(b.into_raw().into_iter().map(f32::from))),
-        DynamicImage::ImageRgba32F(b) => (3, drop_alpha(b.into_raw().into_iter())),
-        other => (3, other.to_rgb32f().into_raw()),
+    let xs = tile_starts(img.w, s, stride as usize);
+    let ys = tile_starts(img.h, s, stride as usize);
+    let count = (xs.len() * ys.len()) as u64;
+    let total = count.saturating_mul((s * s) as u64);
+    let allowed = limits.max_pixels.saturating_mul(TILE_PIXEL_FACTOR);
+    if total > allowed {
+        return Err(Error::TooLarge(format!(
+            "{count} tiles of {s}x{s} from a {}x{} image hold {total} pixels; the limit is {allowed} ({TILE_PIXEL_FACTOR} x max pixels); use a larger stride",
+            img.w, img.h
+        )));
+    }
+    let mut tiles = Vec::with_capacity(xs.len() * ys.len());
+    let mut positions = Vec::with_capacity(tiles.capacity());
+    for &y in &ys {
+        for &x in &xs {
+            tiles.push(img.region(x, y, s, s));
+            positions.push((x as u32, y as u32));
+        }
+    }
+    let grid = TileGrid {
+        image_width: img.w as u32,
+        image_height: img.h as u32,
+        tile_size: size,
+        positions,
+        columns: xs.len() as u32,
+        rows: ys.len() as u32,
     };
-    let mut data = vec![0f32; c * h * w];
-    for (i, v) in interleaved.into_iter().enumerate() {
-        let (px, ch) = (i / c, i % c);
-        data[ch * h * w + px] = v;
+    Ok((tiles, grid))
+}
+
+/// Tile starts along one side of `len >= size` pixels: every `stride`, then one more ending
+/// at the edge unless the last already does.
+fn tile_starts(len: usize, size: usize, stride: usize) -> Vec<usize> {
+    let last = len - size;
+    let mut starts: Vec<usize> = (0..=last).step_by(stride).collect();
+    if starts.last() != Some(&last) {
+        starts.push(last);
     }
-    Planes { c, h, w, data }
+    starts
 }
 
-fn drop_alpha(values: impl Iterator<Item = f32>) -> Vec<f32> {
-    values
-        .enumerate()
-        .filter(|(i, _)| i % 4 != 3)
-        .map(|(_, v)| v)
-        .collect()
-}
-
-fn apply(img: Planes, step: &Step) -> Result<Planes> {
+fn apply(img: Planes, step: &Step, limits: &Limits) -> Result<Planes> {
     Ok(match step {
-        Step::Decode | Step::Layout { .. } => img,
+        Step::Decode | Step::Layout { .. } | Step::Tile { .. } => img,
         Step::Grey if img.c == 1 => img,
         Step::Grey => {
             let n = img.h * img.w;
@@ -202,18 +325,47 @@ fn apply(img: Planes, step: &Step) -> Result<Planes> {
                     img.w, img.h
                 )));
             }
-            let (x0, y0) = ((img.w - cw) / 2, (img.h - ch) / 2);
-            let mut data = Vec::with_capacity(img.c * cw * ch);
-            for plane in img.data.chunks_exact(img.w * img.h) {
-                for y in y0..y0 + ch {
-                    data.extend_from_slice(&plane[y * img.w + x0..y * img.w + x0 + cw]);
-                }
+            img.region((img.w - cw) / 2, (img.h - ch) / 2, cw, ch)
+        }
+        Step::Crop {
+            x,
+            y,
+            width,
+            height,
+        } => {
+            let (x, y, cw, ch) = (*x as usize, *y as usize, *width as usize, *height as usize);
+            if x + cw > img.w || y + ch > img.h {
+                return Err(Error::Preprocess(format!(
+                    "cannot crop {cw}x{ch} at ({x}, {y}) from a {}x{} image",
+                    img.w, img.h
+                )));
             }
-            Planes {
-                c: img.c,
-                h: ch,
-                w: cw,
-                data,
+            img.region(x, y, cw, ch)
+        }
+        Step::Pad {
+            width,
+            height,
+            value,
+        } => pad(img, *width as usize, *height as usize, *value, limits)?,
+        Step::Window { center, width } => {
+            let (lo, span) = (
+                f64::from(*center) - f64::from(*width) / 2.0,
+                f64::from(*width),
+            );
+            map(img, |v| ((f64::from(v) - lo) / span).clamp(0.0, 1.0) as f32)
+        }
+        Step::PercentileWindow { low, high } => {
+            if img.data.is_empty() {
+                return Ok(img);
+            }
+            let mut values = img.data.clone();
+            let lo = percentile(&mut values, *low);
+            let hi = percentile(&mut values, *high);
+            if hi > lo {
+                let span = hi - lo;
+                map(img, |v| ((f64::from(v) - lo) / span).clamp(0.0, 1.0) as f32)
+            } else {
+                map(img, |_| 0.0)
             }
         }
         Step::Resize {
@@ -257,6 +409,51 @@ fn apply(img: Planes, step: &Step) -> Result<Planes> {
 fn map(mut img: Planes, f: impl Fn(f32) -> f32) -> Planes {
     img.data.iter_mut().for_each(|v| *v = f(*v));
     img
+}
+
+/// Pads to at least `width` x `height` with `value`, centring the image; an odd extra pixel
+/// goes to the right or bottom.
+fn pad(img: Planes, width: usize, height: usize, value: f32, limits: &Limits) -> Result<Planes> {
+    let (nw, nh) = (img.w.max(width), img.h.max(height));
+    if (nw, nh) == (img.w, img.h) {
+        return Ok(img);
+    }
+    decode::check_pixels(nw as u64, nh as u64, limits)?;
+    let (left, top) = ((nw - img.w) / 2, (nh - img.h) / 2);
+    let mut data = vec![value; img.c * nw * nh];
+    for (src, dst) in img
+        .data
+        .chunks_exact(img.w * img.h)
+        .zip(data.chunks_exact_mut(nw * nh))
+    {
+        for (y, row) in src.chunks_exact(img.w).enumerate() {
+            let at = (top + y) * nw + left;
+            dst[at..at + img.w].copy_from_slice(row);
+        }
+    }
+    Ok(Planes {
+        c: img.c,
+        h: nh,
+        w: nw,
+        data,
+    })
+}
+
+/// The `p`-th percentile (0-100) of `values`, interpolating linearly between the two nearest
+/// ranks (NumPy's default): rank `p/100 * (n - 1)` of the sorted values. Selection instead of
+/// a full sort gives the same order statistics in linear time; `values` is reordered.
+fn percentile(values: &mut [f32], p: f32) -> f64 {
+    let rank = f64::from(p.clamp(0.0, 100.0)) / 100.0 * (values.len() - 1) as f64;
+    let k = rank.floor() as usize;
+    let frac = rank - k as f64;
+    let (_, at, above) = values.select_nth_unstable_by(k, f32::total_cmp);
+    let a = f64::from(*at);
+    if frac == 0.0 || above.is_empty() {
+        return a;
+    }
+    // After selection everything above `k` is >= it, so their minimum is rank k + 1.
+    let b = f64::from(above.iter().copied().fold(f32::INFINITY, f32::min));
+    a + (b - a) * frac
 }
 
 /// Resizes each plane. `bilinear` is a triangle filter that widens when shrinking (as
@@ -605,5 +802,182 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.shape, [1, 3, 8, 16]);
+    }
+
+    fn grey_png(w: u32, h: u32, f: impl Fn(u32, u32) -> u16) -> Vec<u8> {
+        png(&ImageBuffer::from_fn(w, h, |x, y| Luma([f(x, y)])))
+    }
+
+    #[test]
+    fn crop_takes_the_declared_region_and_refuses_one_that_does_not_fit() {
+        let img = grey_png(5, 4, |x, y| (y * 10 + x) as u16);
+        let crop = |x, y, width, height| Step::Crop {
+            x,
+            y,
+            width,
+            height,
+        };
+        let t = run(vec![Step::Decode, Step::Grey, crop(1, 2, 3, 2), NCHW], &img).unwrap();
+        assert_eq!(t.shape, [1, 1, 2, 3]);
+        assert_eq!(t.data, vec![21.0, 22.0, 23.0, 31.0, 32.0, 33.0]);
+        let t = run(vec![Step::Decode, Step::Grey, crop(0, 0, 5, 4), NCHW], &img).unwrap();
+        assert_eq!(t.data.len(), 20);
+        for bad in [crop(3, 0, 3, 1), crop(0, 3, 1, 2), crop(u32::MAX, 0, 1, 1)] {
+            let err = run(vec![Step::Decode, Step::Grey, bad, NCHW], &img).unwrap_err();
+            assert!(
+                matches!(&err, Error::Preprocess(m) if m.contains("from a 5x4 image")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn pad_centres_the_image_with_the_odd_pixel_right_and_bottom() {
+        let img = grey_png(2, 1, |x, _| (x + 1) as u16);
+        let pad = |width, height| Step::Pad {
+            width,
+            height,
+            value: 9.0,
+        };
+        let t = run(vec![Step::Decode, Step::Grey, pad(5, 4), NCHW], &img).unwrap();
+        assert_eq!(t.shape, [1, 1, 4, 5]);
+        #[rustfmt::skip]
+        assert_eq!(t.data, vec![
+            9.0, 9.0, 9.0, 9.0, 9.0,
+            9.0, 1.0, 2.0, 9.0, 9.0,
+            9.0, 9.0, 9.0, 9.0, 9.0,
+            9.0, 9.0, 9.0, 9.0, 9.0,
+        ]);
+        // A dimension already large enough is left as it is.
+        let t = run(vec![Step::Decode, Step::Grey, pad(1, 3), NCHW], &img).unwrap();
+        assert_eq!(t.shape, [1, 1, 3, 2]);
+        assert_eq!(t.data, vec![9.0, 9.0, 1.0, 2.0, 9.0, 9.0]);
+        // Padding is bounded by the pixel limit like decoding.
+        let small = Pipeline::from_steps(
+            vec![Step::Decode, Step::Grey, pad(1_000, 1_000), NCHW],
+            Limits {
+                max_encoded_bytes: 1 << 20,
+                max_pixels: 10_000,
+            },
+        );
+        assert!(matches!(small.run(&img), Err(Error::TooLarge(_))));
+    }
+
+    #[test]
+    fn window_maps_center_plus_minus_half_width_onto_0_1_and_clamps() {
+        let values = [0u16, 1_000, 1_250, 1_500, 2_000, 65_535];
+        let img = grey_png(6, 1, |x, _| values[x as usize]);
+        let steps = vec![
+            Step::Decode,
+            Step::Grey,
+            Step::Window {
+                center: 1_500.0,
+                width: 1_000.0,
+            },
+            NCHW,
+        ];
+        let t = run(steps, &img).unwrap();
+        assert_eq!(t.data, vec![0.0, 0.0, 0.25, 0.5, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let mut v = vec![30.0, 0.0, 20.0, 10.0];
+        assert_eq!(percentile(&mut v, 0.0), 0.0);
+        assert_eq!(percentile(&mut v, 100.0), 30.0);
+        assert_eq!(percentile(&mut v, 50.0), 15.0);
+        assert!((percentile(&mut v, 10.0) - 3.0).abs() < 1e-9);
+        assert_eq!(percentile(&mut [7.0], 50.0), 7.0);
+    }
+
+    #[test]
+    fn percentile_window_maps_each_images_percentiles_onto_0_1() {
+        // 101 values 0, 100, ..., 10,000: the p-th percentile is exactly 100 * p.
+        let img = grey_png(101, 1, |x, _| (x * 100) as u16);
+        let steps = vec![
+            Step::Decode,
+            Step::Grey,
+            Step::PercentileWindow {
+                low: 10.0,
+                high: 90.0,
+            },
+            NCHW,
+        ];
+        let t = run(steps.clone(), &img).unwrap();
+        assert!(t.data.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(&t.data[..11], &[0.0; 11]);
+        assert_eq!(t.data[50], 0.5);
+        assert_eq!(&t.data[90..], &[1.0; 11]);
+        assert!((t.data[30] - 0.25).abs() < 1e-6, "{}", t.data[30]);
+        // A flat image has no spread to stretch: all zeros.
+        let flat = grey_png(4, 4, |_, _| 1_234);
+        assert_eq!(run(steps, &flat).unwrap().data, vec![0.0; 16]);
+    }
+
+    #[test]
+    fn tile_starts_end_at_the_edge() {
+        assert_eq!(tile_starts(300, 128, 64), vec![0, 64, 128, 172]);
+        assert_eq!(tile_starts(130, 128, 64), vec![0, 2]);
+        assert_eq!(tile_starts(128, 128, 64), vec![0]);
+        assert_eq!(tile_starts(256, 128, 128), vec![0, 128]);
+        assert_eq!(tile_starts(5, 2, 1), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn run_and_run_tiles_agree_on_which_pipelines_tile() {
+        let img = grey_png(6, 4, |x, y| (y * 6 + x) as u16);
+        let plain = Pipeline::from_steps(vec![Step::Decode, Step::Grey, NCHW], Limits::default());
+        assert!(!plain.tiles());
+        let one = plain.run_tiles(&img).unwrap();
+        assert_eq!(one.tiles, vec![plain.run(&img).unwrap()]);
+        assert_eq!(
+            one.grid,
+            TileGrid {
+                image_width: 6,
+                image_height: 4,
+                tile_size: 6,
+                positions: vec![(0, 0)],
+                columns: 1,
+                rows: 1,
+            }
+        );
+        let tiled = Pipeline::from_steps(
+            vec![
+                Step::Decode,
+                Step::Grey,
+                Step::Tile { size: 4, stride: 2 },
+                NCHW,
+            ],
+            Limits::default(),
+        );
+        assert!(tiled.tiles());
+        let err = tiled.run(&img).unwrap_err();
+        assert!(err.to_string().contains("use run_tiles"), "{err}");
+        let out = tiled.run_tiles(&img).unwrap();
+        assert_eq!(out.grid.positions, vec![(0, 0), (2, 0)]);
+        assert_eq!(out.tiles[1].data[..4], [2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn tiles_need_an_image_at_least_as_large_and_a_bounded_count() {
+        let img = grey_png(100, 40, |x, _| x as u16);
+        let tile = |size, stride| {
+            Pipeline::from_steps(
+                vec![Step::Decode, Step::Grey, Step::Tile { size, stride }, NCHW],
+                Limits {
+                    max_encoded_bytes: 1 << 20,
+                    max_pixels: 10_000,
+                },
+            )
+        };
+        let err = tile(64, 32).run_tiles(&img).unwrap_err();
+        assert!(
+            matches!(&err, Error::Preprocess(m) if m.contains("add `pad`")),
+            "{err}"
+        );
+        // 61 x 1 tiles of 40x40 repeat each pixel 40 times: more than 4 x 10,000 pixels.
+        let err = tile(40, 1).run_tiles(&img).unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)), "{err}");
+        assert_eq!(tile(40, 20).run_tiles(&img).unwrap().tiles.len(), 4);
     }
 }

@@ -5,16 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use clap::{Args, Subcommand};
 use vigil_core::bundle::{
-    self, Bundle, BundleWriter, DecisionRule, EngineRequirements, FORMAT_VERSION,
-    GOLDEN_EXPECTED_FILE, GoldenTolerance, Layout, MODEL_FILE, Manifest, ModelSection, OutputRoles,
-    Provenance, REFERENCE_FILE, REPORT_FILE, ResizeFilter, SecretKey, Step, Task,
+    self, Bundle, BundleWriter, DecisionRule, GOLDEN_EXPECTED_FILE, GoldenTolerance, Layout,
+    MODEL_FILE, Manifest, OutputRoles, Provenance, REFERENCE_FILE, REPORT_FILE, ResizeFilter,
+    SecretKey, Step,
 };
 use vigil_core::types::{Label, ModelName, ModelVersion, Sha256Digest};
 use vigil_engine::preprocess::{Limits, Pipeline, synthetic_png};
-use vigil_engine::{Backend, OrtBackend};
 
 use super::Context;
 use super::common::{VerifyOptions, verify_bundle};
@@ -363,43 +361,27 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
         })?)),
         None => None,
     };
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        model: ModelSection {
-            name: args.name.clone(),
-            version: args.version.clone(),
-            task: Task::Classification,
-            labels: args.labels.clone(),
-            description: args.description.clone(),
-            created_at: Utc::now(),
-            created_by: ctx.actor.clone(),
-        },
-        inputs: info.inputs.clone(),
-        outputs: info.outputs.clone(),
-        roles: OutputRoles {
-            probabilities: args.probabilities_output.clone(),
-            embedding,
-        },
-        preprocess,
-        decision,
-        provenance: Provenance {
-            training_data,
-            trainer: args.trainer.clone(),
-            trainer_version: args.trainer_version.clone(),
-            source_commit: args.source_commit.clone(),
-            onnx_producer: info.producer.clone(),
-            extra,
-        },
-        engine: EngineRequirements {
-            model_format: "onnx".into(),
-            ir_version: info.ir_version,
-            opsets: info.opsets.clone(),
-        },
-        golden: GoldenTolerance {
-            atol: args.atol,
-            rtol: args.rtol,
-        },
-        files: BTreeMap::new(),
+    let mut manifest =
+        Manifest::for_model(&info, args.name.clone(), args.labels.clone(), preprocess);
+    manifest.model.version = args.version.clone();
+    manifest.model.description = args.description.clone();
+    manifest.model.created_by = ctx.actor.clone();
+    manifest.roles = OutputRoles {
+        probabilities: args.probabilities_output.clone(),
+        embedding,
+    };
+    manifest.decision = decision;
+    manifest.provenance = Provenance {
+        training_data,
+        trainer: args.trainer.clone(),
+        trainer_version: args.trainer_version.clone(),
+        source_commit: args.source_commit.clone(),
+        onnx_producer: info.producer.clone(),
+        extra,
+    };
+    manifest.golden = GoldenTolerance {
+        atol: args.atol,
+        rtol: args.rtol,
     };
     let mut writer = BundleWriter::new(manifest);
     writer.add_file(MODEL_FILE, model.clone())?;
@@ -445,9 +427,9 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
     // Fail on a bad manifest before loading the engine.
     writer.validate()?;
     let manifest = writer.manifest().clone();
-    let mut backend = OrtBackend::load(&model, &manifest, &ctx.config.engine())?;
+    let mut backend = vigil_engine::load(&model, &manifest, &ctx.config.engine())?;
     let pipeline = Pipeline::new(&manifest, Limits::default());
-    let golden = vigil_engine::golden::record(&mut backend, &pipeline, &golden_inputs)?;
+    let golden = vigil_engine::golden::record(backend.as_mut(), &pipeline, &golden_inputs)?;
     writer.add_file(GOLDEN_EXPECTED_FILE, golden.to_json())?;
     tracing::info!(cases = golden.cases.len(), engine = %backend.describe(), "Golden outputs recorded.");
 

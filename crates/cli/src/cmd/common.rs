@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use vigil_core::bundle::{Bundle, MODEL_FILE, PublicKey, SignatureCheck};
 use vigil_engine::preprocess::{Limits, Pipeline};
-use vigil_engine::{Backend, OrtBackend};
+
 use vigil_store::Registry;
 
 use super::Context;
@@ -154,7 +154,7 @@ pub fn verify_bundle(
         }
     }
 
-    if let Err(e) = vigil_engine::ort::check_requirements(m) {
+    if let Err(e) = vigil_engine::check_requirements(m, ctx.config.engine().kind) {
         report_line(false, "engine", &e.to_string());
         return Err(e).context("bundle verification failed");
     }
@@ -178,7 +178,7 @@ pub fn verify_bundle(
         match bundle.golden()? {
             None => report_line(true, "golden", "no golden cases in this bundle"),
             Some(set) => {
-                let mut backend = OrtBackend::load(&files[MODEL_FILE], m, &ctx.config.engine())?;
+                let mut backend = vigil_engine::load(&files[MODEL_FILE], m, &ctx.config.engine())?;
                 let pipeline = Pipeline::new(m, Limits::default());
                 let cases = set
                     .cases
@@ -193,7 +193,7 @@ pub fn verify_bundle(
                         ))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                match vigil_engine::golden::check(&mut backend, &pipeline, &cases, m.golden) {
+                match vigil_engine::golden::check(backend.as_mut(), &pipeline, &cases, m.golden) {
                     Ok(r) => {
                         report_line(
                             true,

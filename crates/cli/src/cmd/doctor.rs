@@ -5,12 +5,9 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use vigil_core::bundle::{
-    DecisionRule, EngineRequirements, FORMAT_VERSION, GoldenTolerance, Manifest, ModelSection,
-    OutputRoles, Provenance, Task,
-};
+use vigil_core::bundle::Manifest;
+use vigil_engine::Batch;
 use vigil_engine::preprocess::{Limits, Pipeline};
-use vigil_engine::{Backend, Batch, OrtBackend};
 
 use super::Context;
 use super::common::{block_on, check_line, open_registry};
@@ -88,10 +85,18 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
 /// Loads the engine and runs the built-in reference model once on a real weld tile.
 fn engine_check(ctx: &Context) -> anyhow::Result<String> {
     let cfg = ctx.config.engine();
-    let rt = vigil_engine::ort::runtime(&cfg)?;
+    let source = match cfg.kind {
+        vigil_engine::EngineKind::OnnxRuntime => {
+            format!(
+                " loaded from {}",
+                vigil_engine::ort::runtime(&cfg)?.library.display()
+            )
+        }
+        vigil_engine::EngineKind::Tract => " (pure Rust, compiled in)".to_owned(),
+    };
     let info = vigil_core::onnx::inspect(assets::WELDNET_S_ONNX)?;
     let manifest = builtin_manifest(&info)?;
-    let mut backend = OrtBackend::load(assets::WELDNET_S_ONNX, &manifest, &cfg)?;
+    let mut backend = vigil_engine::load(assets::WELDNET_S_ONNX, &manifest, &cfg)?;
     let pipeline = Pipeline::new(&manifest, Limits::default());
     let tensor = pipeline.run(assets::WELD_TILES[0].2)?;
     let batch = Batch::stack(&[&tensor])?;
@@ -100,9 +105,8 @@ fn engine_check(ctx: &Context) -> anyhow::Result<String> {
     backend.run(&batch)?;
     let took = start.elapsed();
     Ok(format!(
-        "{} loaded from {}; reference model inference {:.2} ms",
+        "{}{source}; reference model inference {:.2} ms",
         backend.describe(),
-        rt.library.display(),
         took.as_secs_f64() * 1e3
     ))
 }
@@ -114,35 +118,14 @@ pub fn builtin_manifest(info: &vigil_core::onnx::OnnxInfo) -> anyhow::Result<Man
         preprocess: Vec<vigil_core::bundle::Step>,
     }
     let pre: Pre = toml::from_str(assets::WELD_PREPROCESS)?;
-    Ok(Manifest {
-        format: FORMAT_VERSION,
-        model: ModelSection {
-            name: "weldnet-s".parse()?,
-            version: "0".parse()?,
-            task: Task::Classification,
-            labels: ["no_defect", "porosity", "crack", "lack_of_fusion"]
-                .iter()
-                .map(|l| l.parse())
-                .collect::<Result<_, _>>()?,
-            description: String::new(),
-            created_at: chrono::Utc::now(),
-            created_by: "vigil".into(),
-        },
-        inputs: info.inputs.clone(),
-        outputs: info.outputs.clone(),
-        roles: OutputRoles {
-            probabilities: "probabilities".into(),
-            embedding: Some("embedding".into()),
-        },
-        preprocess: pre.preprocess,
-        decision: DecisionRule::Argmax { review_below: None },
-        provenance: Provenance::default(),
-        engine: EngineRequirements {
-            model_format: "onnx".into(),
-            ir_version: info.ir_version,
-            opsets: info.opsets.clone(),
-        },
-        golden: GoldenTolerance::default(),
-        files: Default::default(),
-    })
+    let labels = ["no_defect", "porosity", "crack", "lack_of_fusion"]
+        .iter()
+        .map(|l| l.parse())
+        .collect::<Result<_, _>>()?;
+    Ok(Manifest::for_model(
+        info,
+        "weldnet-s".parse()?,
+        labels,
+        pre.preprocess,
+    ))
 }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod doctor;
 pub mod keys;
 pub mod models;
+pub mod score;
 
 use crate::config::Config;
 

@@ -377,7 +377,7 @@ async fn run_registry(ctx: &Context, cmd: ModelsCommand) -> anyhow::Result<ExitC
 }
 
 /// Writes a fetched version as a folder (or archive), then checks it opens and verifies.
-fn write_pulled(files: &vigil_store::BundleFiles, out: &Path) -> anyhow::Result<()> {
+pub fn write_pulled(files: &vigil_store::BundleFiles, out: &Path) -> anyhow::Result<()> {
     if out.exists() {
         return Err(bundle::Error::Exists {
             path: out.to_owned(),

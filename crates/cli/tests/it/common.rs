@@ -129,8 +129,6 @@ impl Env {
             version,
             "--labels",
             "no_defect,porosity,crack,lack_of_fusion",
-            "--preprocess",
-            pre.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
             "--golden",
@@ -140,6 +138,9 @@ impl Env {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra.contains(&"--preprocess") {
+            args.extend(["--preprocess".to_owned(), pre.display().to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(&refs)

@@ -7,3 +7,4 @@ mod bundle;
 mod common;
 mod config;
 mod registry;
+mod score;

@@ -227,6 +227,53 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
 }
 
 impl Manifest {
+    /// A manifest describing `info`'s model with the given labels and preprocessing, and
+    /// defaults for the rest: version `0`, argmax decision, the outputs named `probabilities`
+    /// and (if present) `embedding`, default golden tolerance, no files yet. `bundle create`
+    /// starts from it; checks and benchmarks that run a bare ONNX file use it as it is.
+    pub fn for_model(
+        info: &crate::onnx::OnnxInfo,
+        name: ModelName,
+        labels: Vec<Label>,
+        preprocess: Vec<Step>,
+    ) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            model: ModelSection {
+                name,
+                version: ModelVersion::initial(),
+                task: Task::Classification,
+                labels,
+                description: String::new(),
+                created_at: Utc::now(),
+                created_by: String::new(),
+            },
+            inputs: info.inputs.clone(),
+            outputs: info.outputs.clone(),
+            roles: OutputRoles {
+                probabilities: "probabilities".into(),
+                embedding: info
+                    .outputs
+                    .iter()
+                    .any(|o| o.name == "embedding")
+                    .then(|| "embedding".to_owned()),
+            },
+            preprocess,
+            decision: DecisionRule::Argmax { review_below: None },
+            provenance: Provenance {
+                onnx_producer: info.producer.clone(),
+                ..Provenance::default()
+            },
+            engine: EngineRequirements {
+                model_format: "onnx".into(),
+                ir_version: info.ir_version,
+                opsets: info.opsets.clone(),
+            },
+            golden: GoldenTolerance::default(),
+            files: BTreeMap::new(),
+        }
+    }
+
     /// Parses and validates `vigil.toml` text.
     pub fn parse(text: &str) -> Result<Manifest> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| Error::ManifestParse {

@@ -1,0 +1,101 @@
+//! The `decode` step: encoded bytes → planes in the native value range.
+//!
+//! Owns the size limits that apply before anything is allocated and the dispatch between
+//! DICOM (by its `DICM` magic) and the formats the `image` crate reads (PNG, JPEG, BMP,
+//! TIFF). It must not rescale values: a declared step does that.
+
+use image::DynamicImage;
+
+use super::{Limits, Planes, dicom};
+use crate::{Error, Result};
+
+/// Decodes one encoded image, refusing it early when it is larger than `limits` allow.
+pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
+    if bytes.len() > limits.max_encoded_bytes {
+        return Err(Error::TooLarge(format!(
+            "{} bytes encoded; the limit is {}",
+            bytes.len(),
+            limits.max_encoded_bytes
+        )));
+    }
+    if dicom::is_dicom(bytes) {
+        return dicom::decode(bytes, limits);
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(Error::Decode(
+            "unknown image format (PNG, JPEG, BMP, TIFF and uncompressed DICOM are supported)"
+                .into(),
+        ));
+    }
+    // Read the header first so a decompression bomb is refused before anything is allocated.
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    check_pixels(u64::from(w), u64::from(h), limits)?;
+    let pixels = u64::from(w) * u64::from(h);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    let mut lim = image::Limits::default();
+    lim.max_image_width = Some(w);
+    lim.max_image_height = Some(h);
+    // Decoded size at most 16 bytes per pixel (RGBA f32) plus slack.
+    lim.max_alloc = Some(pixels.saturating_mul(16).saturating_add(1 << 20));
+    reader.limits(lim);
+    let img = reader.decode().map_err(|e| Error::Decode(e.to_string()))?;
+    Ok(planes(img))
+}
+
+/// Refuses a `w` x `h` image with more pixels than the limit.
+pub(super) fn check_pixels(w: u64, h: u64, limits: &Limits) -> Result<()> {
+    let pixels = w.saturating_mul(h);
+    if pixels > limits.max_pixels {
+        return Err(Error::TooLarge(format!(
+            "{w}x{h} = {pixels} pixels; the limit is {}",
+            limits.max_pixels
+        )));
+    }
+    Ok(())
+}
+
+/// Converts a decoded image to planes, keeping the native value range and dropping alpha.
+fn planes(img: DynamicImage) -> Planes {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (c, interleaved): (usize, Vec<f32>) = match img {
+        DynamicImage::ImageLuma8(b) => (1, b.into_raw().into_iter().map(f32::from).collect()),
+        DynamicImage::ImageLuma16(b) => (1, b.into_raw().into_iter().map(f32::from).collect()),
+        DynamicImage::ImageLumaA8(b) => (
+            1,
+            b.into_raw()
+                .chunks_exact(2)
+                .map(|p| f32::from(p[0]))
+                .collect(),
+        ),
+        DynamicImage::ImageLumaA16(b) => (
+            1,
+            b.into_raw()
+                .chunks_exact(2)
+                .map(|p| f32::from(p[0]))
+                .collect(),
+        ),
+        DynamicImage::ImageRgb8(b) => (3, b.into_raw().into_iter().map(f32::from).collect()),
+        DynamicImage::ImageRgb16(b) => (3, b.into_raw().into_iter().map(f32::from).collect()),
+        DynamicImage::ImageRgb32F(b) => (3, b.into_raw()),
+        DynamicImage::ImageRgba8(b) => (3, drop_alpha(b.into_raw().into_iter().map(f32::from))),
+        DynamicImage::ImageRgba16(b) => (3, drop_alpha(b.into_raw().into_iter().map(f32::from))),
+        DynamicImage::ImageRgba32F(b) => (3, drop_alpha(b.into_raw().into_iter())),
+        other => (3, other.to_rgb32f().into_raw()),
+    };
+    Planes::from_interleaved(c, h, w, interleaved)
+}
+
+fn drop_alpha(values: impl Iterator<Item = f32>) -> Vec<f32> {
+    values
+        .enumerate()
+        .filter(|(i, _)| i % 4 != 3)
+        .map(|(_, v)| v)
+        .collect()
+}

@@ -12,7 +12,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$root"
 scripts/setup-onnxruntime
-cargo build --release --locked -p vigil-cli --example bench -p vigil-engine >&2
+cargo build --release --locked -p vigil-cli >&2
+cargo build --release --locked -p vigil-engine --example bench >&2
 vigil="$root/target/release/vigil"
 bench="$root/target/release/examples/bench"
 
@@ -37,11 +38,11 @@ echo "== batch scoring over $(($(wc -l < "$data/manifest.csv") - 1)) weld tiles"
 for procs in 1 2; do
   "$py" bench/score_python.py "$data/manifest.csv" "$work/weldnet-s.onnx" "$procs"
 done
-for threads in 1 2; do
+for threads in 0 1 2; do
   VIGIL__ENGINE__THREADS=$threads "$vigil" -q score "$data/manifest.csv" --bundle "$work/bundle" \
     --out "$work/scores-$threads.csv" --overwrite --batch-size 16 --json 2>/dev/null \
     | "$py" -c "import json,sys; s=json.load(sys.stdin); n=s['scored']+s['failed']; print(json.dumps({'scorer':'vigil','engine_threads':$threads,'images':n,'seconds':round(s['seconds'],3),'images_per_s':round(n/s['seconds'],1)}))"
 done
-for threads in 1 2; do
+for threads in 2; do
   "$bench" ceiling "$data/manifest.csv" "$work/weldnet-s.onnx" bench/bench-preprocess.toml "$threads" 16
 done

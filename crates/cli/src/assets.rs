@@ -41,3 +41,27 @@ pub const WELD_TILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../testdata/weld/RRT-106R_x0064_y0035.png"),
     ),
 ];
+
+/// One whole digitised weld film (GDXray bam5, 3512 x 366 px, 8-bit), for tiled scoring.
+pub const WELD_FILM: &[u8] = include_bytes!("../../../testdata/weld/films/bam5.png");
+
+/// Preprocessing that scores a whole film tile by tile (128 px tiles, half overlapping).
+pub const FILM_PREPROCESS: &str = "\
+[[preprocess]]
+op = \"decode\"
+
+[[preprocess]]
+op = \"grey\"
+
+[[preprocess]]
+op = \"tile\"
+size = 128
+stride = 64
+
+[[preprocess]]
+op = \"standardize\"
+
+[[preprocess]]
+op = \"layout\"
+order = \"nchw\"
+";

@@ -176,6 +176,7 @@ impl Config {
             library: Some(self.engine.onnxruntime_library.clone())
                 .filter(|p| !p.as_os_str().is_empty()),
             device: self.engine.device,
+            spin_wait: true,
         }
     }
 

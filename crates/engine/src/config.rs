@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// How to prepare and run models.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Which engine runs the model.
     pub kind: EngineKind,
@@ -20,6 +20,22 @@ pub struct EngineConfig {
     pub library: Option<PathBuf>,
     /// Where the model runs. Only ONNX Runtime (built with the `cuda` feature) runs on a GPU.
     pub device: Device,
+    /// Whether idle engine threads spin-wait for the next piece of work (ONNX Runtime only).
+    /// Spinning shaves latency off each call when the cores are otherwise idle, and burns CPU
+    /// that decode threads need when they share the cores (batch scoring turns it off).
+    pub spin_wait: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kind: EngineKind::default(),
+            intra_threads: 0,
+            library: None,
+            device: Device::default(),
+            spin_wait: true,
+        }
+    }
 }
 
 /// The engines Vigil can run a model on.

@@ -154,6 +154,8 @@ impl OrtBackend {
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| load(e.to_string()))?
             .with_inter_threads(1)
+            .map_err(|e| load(e.to_string()))?
+            .with_intra_op_spinning(cfg.spin_wait)
             .map_err(|e| load(e.to_string()))?;
         if cfg.intra_threads > 0 {
             builder = builder

@@ -16,6 +16,7 @@ use vigil_store::AliasChange;
 
 use super::bundle::CreateArgs;
 use super::common::{VerifyOptions, block_on, open_registry, verify_bundle};
+use super::score::{self, ScoreArgs};
 use super::{Context, bundle, keys, models};
 use crate::assets;
 
@@ -72,20 +73,42 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_inputs(work: &Path) -> anyhow::Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+/// The demo's input files, written from the binary's embedded assets.
+struct Inputs {
+    model: PathBuf,
+    preprocess: PathBuf,
+    film_preprocess: PathBuf,
+    tiles: Vec<PathBuf>,
+    film: PathBuf,
+}
+
+fn write_inputs(work: &Path) -> anyhow::Result<Inputs> {
     let inputs = work.join("inputs");
     std::fs::create_dir_all(&inputs)?;
     let model = inputs.join("weldnet-s.onnx");
     std::fs::write(&model, assets::WELDNET_S_ONNX)?;
     let pre = inputs.join("weld-preprocess.toml");
     std::fs::write(&pre, assets::WELD_PREPROCESS)?;
+    let film_preprocess = inputs.join("film-preprocess.toml");
+    std::fs::write(&film_preprocess, assets::FILM_PREPROCESS)?;
     let mut tiles = Vec::new();
-    for (name, _, bytes) in assets::WELD_TILES {
+    let mut manifest = String::from("path,label\n");
+    for (name, label, bytes) in assets::WELD_TILES {
         let p = inputs.join(name);
         std::fs::write(&p, bytes)?;
+        manifest.push_str(&format!("{name},{label}\n"));
         tiles.push(p);
     }
-    Ok((model, pre, tiles))
+    std::fs::write(inputs.join("tiles.csv"), manifest)?;
+    let film = inputs.join("bam5.png");
+    std::fs::write(&film, assets::WELD_FILM)?;
+    Ok(Inputs {
+        model,
+        preprocess: pre,
+        film_preprocess,
+        tiles,
+        film,
+    })
 }
 
 fn create_args(
@@ -132,7 +155,13 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
     println!("Note: the reference model here has random weights; its predictions mean nothing.");
     println!("It is here to show the machinery. The trained weld model comes with `vigil train`.");
 
-    let (model, pre, tiles) = write_inputs(work)?;
+    let Inputs {
+        model,
+        preprocess: pre,
+        film_preprocess: film_pre,
+        tiles,
+        film,
+    } = write_inputs(work)?;
 
     section(
         "1. Packaging a model",
@@ -312,10 +341,76 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
     })??;
 
     section(
+        "7. Serving predictions: batch scoring",
+        "Batch scoring runs a folder, a glob or a labelled manifest through the production\n\
+         model offline: decoding in parallel, batched inference, one row per image (a bad file\n\
+         is a row with its error, never a stopped run), and a summary. With expert labels it\n\
+         reports accuracy, ROC-AUC and the confusion matrix. (The tiles' expert labels are\n\
+         defect / no_defect; this random reference model knows other names, so the matrix\n\
+         shows the machinery, not a result.)",
+    );
+    score::run(
+        ctx,
+        ScoreArgs {
+            inputs: vec![work.join("inputs/tiles.csv").display().to_string()],
+            model: Some("weldnet@production".parse()?),
+            bundle: None,
+            out: work.join("scores.csv"),
+            resume: false,
+            overwrite: false,
+            batch_size: 16,
+            jobs: None,
+            instances: None,
+            heatmap: None,
+            json: false,
+        },
+    )?;
+
+    section(
+        "8. Whole radiographs, tile by tile",
+        "A bundle may declare tiling: a whole film is cut into overlapping 128 px tiles, each\n\
+         scored, and the film's verdict is its most suspicious tile. The heat map shows where\n\
+         the model looked (random weights here, so the map is noise).",
+    );
+    let film_bundle = work.join("weldnet-film-1.0.0");
+    let mut film_args = create_args(
+        &model,
+        &film_pre,
+        &[],
+        "1.0.0",
+        &secret,
+        film_bundle.clone(),
+    )?;
+    film_args.name = "weldnet-film".parse()?;
+    film_args.threshold = Some("crack=0.5".into());
+    film_args.review_below = None;
+    bundle::create(ctx, &film_args)?;
+    score::run(
+        ctx,
+        ScoreArgs {
+            inputs: vec![film.display().to_string()],
+            model: None,
+            bundle: Some(film_bundle),
+            out: work.join("films.csv"),
+            resume: false,
+            overwrite: false,
+            batch_size: 32,
+            jobs: None,
+            instances: None,
+            heatmap: Some(work.join("heatmaps")),
+            json: false,
+        },
+    )?;
+    println!(
+        "   heat map: {}",
+        work.join("heatmaps/bam5.heatmap.png").display()
+    );
+
+    section(
         "Still to come in this demo",
-        "Serving (real-time API and batch scoring), monitoring (metrics, drift, out-of-\n\
-         distribution flags, alerts), human review, retraining and shadow/canary rollout are\n\
-         the next stages of the loop; they will appear here as they are built.",
+        "The real-time API, monitoring (metrics, drift, out-of-distribution flags, alerts),\n\
+         human review, retraining and shadow/canary rollout are the next stages of the loop;\n\
+         they will appear here as they are built.",
     );
     Ok(())
 }

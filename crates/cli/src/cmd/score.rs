@@ -53,6 +53,11 @@ pub struct ScoreArgs {
     /// Decode and preprocessing threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Engine instances, each running batches on its own thread (default: as many as fit the
+    /// cores with engine.threads threads each; with engine.threads = 0, one single-threaded
+    /// instance per core, which gives small models the most images per second).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub instances: Option<u32>,
     /// For bundles that tile whole radiographs: write one heat-map PNG per film here.
     #[arg(long, value_name = "DIR")]
     pub heatmap: Option<PathBuf>,
@@ -103,17 +108,31 @@ pub fn run(ctx: &Context, args: ScoreArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
     }
-    let mut backend = vigil_engine::load(
-        bundle.read_file(MODEL_FILE)?.as_slice(),
-        &manifest,
-        &ctx.config.engine(),
-    )?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let configured = ctx.config.engine();
+    let threads = if configured.intra_threads == 0 {
+        1
+    } else {
+        configured.intra_threads
+    };
+    let instances = args
+        .instances
+        .map_or((cores / threads).max(1), |n| n as usize);
+    // Decode threads share the cores with the engines: idle engine threads must sleep, not
+    // spin (measured: see bench/README.md).
+    let engine = vigil_engine::EngineConfig {
+        spin_wait: false,
+        intra_threads: threads,
+        ..configured
+    };
+    let model = bundle.read_file(MODEL_FILE)?;
+    let backends = (0..instances)
+        .map(|_| vigil_engine::load(&model, &manifest, &engine))
+        .collect::<Result<Vec<_>, _>>()?;
+    let jobs = args.jobs.unwrap_or(cores);
     tracing::info!(
-        model = %manifest.model.name, version = %manifest.model.version, images = todo.len(), jobs,
-        batch = args.batch_size, engine = %backend.describe(), "Scoring."
+        model = %manifest.model.name, version = %manifest.model.version, images = todo.len(), jobs, instances,
+        batch = args.batch_size, engine = %backends[0].describe(), "Scoring."
     );
 
     let bar = ProgressBar::new(todo.len() as u64);
@@ -140,7 +159,7 @@ pub fn run(ctx: &Context, args: ScoreArgs) -> anyhow::Result<ExitCode> {
         jobs,
         heatmap_dir: args.heatmap.clone(),
     };
-    let summary = score::run(job, backend.as_mut(), out.as_mut(), &tick);
+    let summary = score::run(job, backends, out.as_mut(), &tick);
     bar.finish_and_clear();
     let summary = summary?;
     out.finish()?;

@@ -9,17 +9,17 @@ pub mod heatmap;
 pub mod inputs;
 pub mod sink;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
 use serde::Serialize;
 use vigil_core::bundle::{DecisionRule, Manifest};
 use vigil_core::decision::decide;
 use vigil_core::eval::{Confusion, roc_auc};
-use vigil_engine::preprocess::{Pipeline, Tensor, TileGrid};
+use vigil_engine::preprocess::{Pipeline, Tensor, TileGrid, Tiled};
 use vigil_engine::{Backend, Batch};
 
 use self::inputs::Input;
@@ -67,17 +67,26 @@ pub struct Summary {
     pub roc_auc: Option<f64>,
 }
 
-struct Pending {
-    input: Input,
-    grid: TileGrid,
-    probs: Vec<Option<Vec<f32>>>,
-    left: usize,
+/// A decoded image on its way to an engine instance.
+type Decoded = (usize, Result<Tiled, String>);
+
+/// An image back from an engine instance: its tiles' probabilities, or why it failed.
+struct Scored {
+    index: usize,
+    grid: Option<TileGrid>,
+    probs: Result<Vec<Vec<f32>>, String>,
 }
 
-/// Runs the job, writing each finished row to `sink` and calling `tick` per image.
+/// Runs the job on one engine instance per backend, writing each finished row to `sink` (in
+/// input order) and calling `tick` per image.
+///
+/// Threads: `jobs` decoders → a bounded channel → one thread per backend, each taking whole
+/// images until it has `batch_size` tiles, running them, and sending results → this thread,
+/// which decides, writes and reports. Small models scale better as several single-threaded
+/// instances than as one instance with several threads (as Triton's instance groups do).
 pub fn run(
     job: Job<'_>,
-    backend: &mut dyn Backend,
+    backends: Vec<Box<dyn Backend>>,
     sink: &mut dyn Sink,
     tick: &dyn Fn(&Row),
 ) -> anyhow::Result<Summary> {
@@ -89,15 +98,17 @@ pub fn run(
         .iter()
         .map(|l| l.to_string())
         .collect();
-    let probs_name = job.manifest.roles.probabilities.clone();
+    let probs_name = job.manifest.roles.probabilities.as_str();
     let n = job.inputs.len();
     let next = AtomicUsize::new(0);
-    // Two batches of decoded images in flight keep the engine fed without unbounded memory.
-    let (tx, rx) = mpsc::sync_channel::<(usize, Result<vigil_engine::preprocess::Tiled, String>)>(
-        job.batch_size.max(1) * 2,
-    );
+    // Two batches per instance of decoded images in flight keep the engines fed without
+    // unbounded memory.
+    let (tx, rx) = mpsc::sync_channel::<Decoded>(job.batch_size.max(1) * 2 * backends.len().max(1));
+    let rx = Mutex::new(rx);
+    let (done_tx, done_rx) = mpsc::sync_channel::<Scored>(job.batch_size.max(1) * 2);
     let mut summary = Summary::default();
     let mut scores: Vec<(Vec<f32>, Option<usize>)> = Vec::new();
+    let tiles_run = AtomicUsize::new(0);
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..job.jobs.max(1) {
@@ -111,157 +122,174 @@ pub fn run(
                         .map_err(|e| format!("cannot read {}: {e}", input.path.display()))
                         .and_then(|bytes| pipeline.run_tiles(&bytes).map_err(|e| e.to_string()));
                     if tx.send((i, result)).is_err() {
-                        break; // the engine side stopped
+                        break; // the engines stopped
                     }
                 }
             });
         }
         drop(tx);
-
-        let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
-        let mut ready: BTreeMap<usize, Row> = BTreeMap::new();
-        let mut queue: VecDeque<(usize, usize, Tensor)> = VecDeque::new();
-        let mut next_out = 0usize;
-        let mut received = 0usize;
-        let row_base = |input: &Input| Row {
-            path: input.name.clone(),
-            model: job.manifest.model.name.to_string(),
-            version: job.version.clone(),
-            label: None,
-            confidence: None,
-            probabilities: Vec::new(),
-            flags: Vec::new(),
-            error: None,
-            expected: input.expected.clone(),
-            tiles: 0,
-        };
-        while next_out < n {
-            // Take what the decoders have ready; block only when there is nothing to run.
-            while queue.len() < job.batch_size && received < n {
-                let msg = if queue.is_empty() {
-                    rx.recv().ok()
-                } else {
-                    rx.try_recv().ok()
-                };
-                let Some((i, result)) = msg else { break };
-                received += 1;
-                let input = job.inputs[i].clone();
-                match result {
-                    Ok(tiled) => {
-                        let count = tiled.tiles.len();
-                        for (t, tensor) in tiled.tiles.into_iter().enumerate() {
-                            queue.push_back((i, t, tensor));
-                        }
-                        pending.insert(
-                            i,
-                            Pending {
-                                input,
-                                grid: tiled.grid,
-                                probs: vec![None; count],
-                                left: count,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        ready.insert(
-                            i,
-                            Row {
-                                error: Some(e),
-                                ..row_base(&input)
-                            },
-                        );
-                    }
-                }
-            }
-            if !queue.is_empty() {
-                let take = queue.len().min(job.batch_size);
-                let batch: Vec<(usize, usize, Tensor)> = queue.drain(..take).collect();
-                let tensors: Vec<&Tensor> = batch.iter().map(|(_, _, t)| t).collect();
-                let result = Batch::stack(&tensors).and_then(|b| backend.run(&b));
-                summary.tiles += batch.len();
-                match result {
-                    Ok(outputs) => {
-                        let probs = outputs.get(&probs_name).ok_or_else(|| {
-                            anyhow::anyhow!("the model gave no output {probs_name:?}")
-                        })?;
-                        for (k, (i, t, _)) in batch.iter().enumerate() {
-                            if let Some(p) = pending.get_mut(i) {
-                                p.probs[*t] = Some(probs.item(k).to_vec());
-                                p.left -= 1;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        for (i, _, _) in &batch {
-                            if let Some(p) = pending.remove(i) {
-                                ready.insert(
-                                    *i,
-                                    Row {
-                                        error: Some(e.to_string()),
-                                        ..row_base(&p.input)
-                                    },
-                                );
-                            }
-                        }
-                    }
-                }
-                let done: Vec<usize> = pending
-                    .iter()
-                    .filter(|(_, p)| p.left == 0)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for i in done {
-                    let p = pending.remove(&i).expect("listed just above");
-                    let row = finish(&job, &labels, &p, row_base(&p.input));
-                    if let (Some(dir), true) = (&job.heatmap_dir, p.probs.len() > 1)
-                        && let Err(e) =
-                            heatmap::write(dir, &p.input, &p.grid, &tile_scores(job.manifest, &p))
+        for mut backend in backends {
+            let (rx, done_tx, tiles_run) = (&rx, done_tx.clone(), &tiles_run);
+            let batch_size = job.batch_size.max(1);
+            scope.spawn(move || {
+                while let Some(images) = take_images(rx, batch_size) {
+                    for scored in
+                        score_images(backend.as_mut(), images, batch_size, probs_name, tiles_run)
                     {
-                        tracing::warn!(path = %p.input.path.display(), error = %e, "Heat map not written.");
+                        if done_tx.send(scored).is_err() {
+                            return; // the writer stopped
+                        }
                     }
-                    ready.insert(i, row);
                 }
-            }
+            });
+        }
+        drop(done_tx);
+
+        let mut ready: BTreeMap<usize, Row> = BTreeMap::new();
+        let mut next_out = 0usize;
+        for scored in done_rx.iter() {
+            let input = &job.inputs[scored.index];
+            let base = Row {
+                path: input.name.clone(),
+                model: job.manifest.model.name.to_string(),
+                version: job.version.clone(),
+                label: None,
+                confidence: None,
+                probabilities: Vec::new(),
+                flags: Vec::new(),
+                error: None,
+                expected: input.expected.clone(),
+                tiles: 0,
+            };
+            let row = match scored.probs {
+                Err(e) => Row {
+                    error: Some(e),
+                    ..base
+                },
+                Ok(probs) => {
+                    if let (Some(dir), Some(grid), true) =
+                        (&job.heatmap_dir, &scored.grid, probs.len() > 1)
+                        && let Err(e) =
+                            heatmap::write(dir, input, grid, &tile_scores(job.manifest, &probs))
+                    {
+                        tracing::warn!(path = %input.path.display(), error = %e, "Heat map not written.");
+                    }
+                    finish(job.manifest, &labels, &probs, base)
+                }
+            };
+            ready.insert(scored.index, row);
             while let Some(row) = ready.remove(&next_out) {
                 record(&mut summary, &mut scores, &labels, &row);
                 sink.write(&row)?;
                 tick(&row);
                 next_out += 1;
             }
-            if received == n && queue.is_empty() && pending.is_empty() && ready.is_empty() {
-                break;
-            }
+        }
+        if next_out < n {
+            anyhow::bail!("scoring stopped after {next_out} of {n} images; this is a bug");
         }
         Ok(())
     })?;
+    summary.tiles = tiles_run.load(Ordering::Relaxed);
     summary.seconds = start.elapsed().as_secs_f64();
     summary.accuracy = summary.confusion.accuracy();
     summary.roc_auc = auc(&job.manifest.decision, &labels, &scores);
     Ok(summary)
 }
 
+/// Takes whole decoded images from the shared channel until they hold `batch_size` tiles:
+/// blocks for the first, then takes only what is already there. `None` when all are done.
+fn take_images(rx: &Mutex<mpsc::Receiver<Decoded>>, batch_size: usize) -> Option<Vec<Decoded>> {
+    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+    let first = rx.recv().ok()?;
+    let mut tiles = first.1.as_ref().map_or(0, |t| t.tiles.len());
+    let mut out = vec![first];
+    while tiles < batch_size {
+        match rx.try_recv() {
+            Ok(item) => {
+                tiles += item.1.as_ref().map_or(0, |t| t.tiles.len());
+                out.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(out)
+}
+
+/// Runs every tile of `images` through the engine in batches of at most `batch_size` and
+/// gives each image its tiles' probabilities (or the error that stopped it).
+fn score_images(
+    backend: &mut dyn Backend,
+    images: Vec<Decoded>,
+    batch_size: usize,
+    probs_name: &str,
+    tiles_run: &AtomicUsize,
+) -> Vec<Scored> {
+    let mut out = Vec::with_capacity(images.len());
+    // (image position in `out`, tile) for every tile to run.
+    let mut queue: Vec<(usize, &Tensor)> = Vec::new();
+    for (index, result) in &images {
+        match result {
+            Err(e) => out.push(Scored {
+                index: *index,
+                grid: None,
+                probs: Err(e.clone()),
+            }),
+            Ok(tiled) => {
+                let at = out.len();
+                out.push(Scored {
+                    index: *index,
+                    grid: Some(tiled.grid.clone()),
+                    probs: Ok(Vec::new()),
+                });
+                queue.extend(tiled.tiles.iter().map(|t| (at, t)));
+            }
+        }
+    }
+    for chunk in queue.chunks(batch_size) {
+        let tensors: Vec<&Tensor> = chunk.iter().map(|(_, t)| *t).collect();
+        let result = Batch::stack(&tensors)
+            .and_then(|b| backend.run(&b))
+            .map_err(|e| e.to_string())
+            .and_then(|outputs| {
+                outputs
+                    .get(probs_name)
+                    .cloned()
+                    .ok_or_else(|| format!("the model gave no output {probs_name:?}"))
+            });
+        tiles_run.fetch_add(chunk.len(), Ordering::Relaxed);
+        for (k, (at, _)) in chunk.iter().enumerate() {
+            let scored = &mut out[*at];
+            match (&result, &mut scored.probs) {
+                (Ok(probs), Ok(list)) => list.push(probs.item(k).to_vec()),
+                (Err(e), slot @ Ok(_)) => *slot = Err(e.clone()),
+                (_, Err(_)) => {}
+            }
+        }
+    }
+    out
+}
+
 /// p(positive) per tile for a threshold rule; the top probability for argmax.
-fn tile_scores(manifest: &Manifest, p: &Pending) -> Vec<f32> {
+fn tile_scores(manifest: &Manifest, probs: &[Vec<f32>]) -> Vec<f32> {
     let labels = &manifest.model.labels;
-    p.probs
+    probs
         .iter()
-        .map(|probs| {
-            let probs = probs.as_deref().unwrap_or(&[]);
-            decide(&manifest.decision, labels, probs).map_or(0.0, |d| d.score)
-        })
+        .map(|p| decide(&manifest.decision, labels, p).map_or(0.0, |d| d.score))
         .collect()
 }
 
-/// The row of a finished image: a film takes the tile the rule finds most positive.
-fn finish(job: &Job<'_>, labels: &[String], p: &Pending, base: Row) -> Row {
-    let scores = tile_scores(job.manifest, p);
+/// The row of a scored image: a film takes the tile the rule finds most positive.
+fn finish(manifest: &Manifest, labels: &[String], tiles: &[Vec<f32>], base: Row) -> Row {
+    let scores = tile_scores(manifest, tiles);
     let best = scores
         .iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(0, |(i, _)| i);
-    let probs = p.probs.get(best).cloned().flatten().unwrap_or_default();
-    match decide(&job.manifest.decision, &job.manifest.model.labels, &probs) {
+    let probs = tiles.get(best).cloned().unwrap_or_default();
+    let count = tiles.len() as u32;
+    match decide(&manifest.decision, &manifest.model.labels, &probs) {
         Some(d) => Row {
             label: Some(d.label.to_string()),
             confidence: Some(d.confidence),
@@ -271,7 +299,7 @@ fn finish(job: &Job<'_>, labels: &[String], p: &Pending, base: Row) -> Row {
             } else {
                 Vec::new()
             },
-            tiles: p.probs.len() as u32,
+            tiles: count,
             ..base
         },
         None => Row {
@@ -280,7 +308,7 @@ fn finish(job: &Job<'_>, labels: &[String], p: &Pending, base: Row) -> Row {
                 probs.len(),
                 labels.len()
             )),
-            tiles: p.probs.len() as u32,
+            tiles: count,
             ..base
         },
     }

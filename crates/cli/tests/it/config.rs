@@ -103,6 +103,9 @@ fn the_demo_runs_every_section() {
         "refused:",
         "production at",
         "chain check: intact",
+        "scored 6 image(s)",
+        "tiles through the engine",
+        "heatmaps/bam5.heatmap.png",
     ] {
         assert!(run.stdout.contains(s), "missing {s:?} in\n{}", run.stdout);
     }

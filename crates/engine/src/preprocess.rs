@@ -592,6 +592,24 @@ mod tests {
 
     // A 16-bit radiograph must not be squeezed to 8 bits before a declared step maps it.
     #[test]
+    fn sixteen_bit_tiff_and_rgb_tiff_keep_their_values() {
+        let grey = ImageBuffer::from_fn(3, 1, |x, _| Luma([[0u16, 40_000, 65_535][x as usize]]));
+        let mut tiff = std::io::Cursor::new(Vec::new());
+        grey.write_to(&mut tiff, image::ImageFormat::Tiff).unwrap();
+        let t = run(vec![Step::Decode, Step::Grey, NCHW], tiff.get_ref()).unwrap();
+        assert_eq!(t.data, vec![0.0, 40_000.0, 65_535.0]);
+        let rgb = ImageBuffer::from_pixel(1, 1, Rgb([10u8, 20, 30]));
+        let mut tiff = std::io::Cursor::new(Vec::new());
+        rgb.write_to(&mut tiff, image::ImageFormat::Tiff).unwrap();
+        let t = run(vec![Step::Decode, Step::Rgb, NCHW], tiff.get_ref()).unwrap();
+        assert_eq!(t.data, vec![10.0, 20.0, 30.0]);
+        let mut bmp = std::io::Cursor::new(Vec::new());
+        rgb.write_to(&mut bmp, image::ImageFormat::Bmp).unwrap();
+        let t = run(vec![Step::Decode, Step::Rgb, NCHW], bmp.get_ref()).unwrap();
+        assert_eq!(t.data, vec![10.0, 20.0, 30.0]);
+    }
+
+    #[test]
     fn sixteen_bit_images_keep_their_depth() {
         let img = ImageBuffer::from_fn(3, 1, |x, _| Luma([[0u16, 40_000, 65_535][x as usize]]));
         let t = run(vec![Step::Decode, Step::Grey, NCHW], &png(&img)).unwrap();

@@ -407,6 +407,14 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
     );
 
     section(
+        "What you just saw, by chapter section",
+        "Packaging a model: 1-3 (weights + exact preprocessing + golden outputs, signed, verified).\n\
+         Pinning: Cargo.lock and rust-toolchain.toml pin Vigil; the manifest pins the engine and opset.\n\
+         Registry and artifact storage: 4-6 (immutable versions, aliases, audit log).\n\
+         Serving predictions: 7-8 (batch scoring; real-time serving is next).",
+    );
+
+    section(
         "Still to come in this demo",
         "The real-time API, monitoring (metrics, drift, out-of-distribution flags, alerts),\n\
          human review, retraining and shadow/canary rollout are the next stages of the loop;\n\

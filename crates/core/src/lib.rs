@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod decision;
+pub mod drift;
 pub mod error;
 pub mod eval;
 pub mod onnx;

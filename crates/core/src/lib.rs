@@ -1,5 +1,5 @@
-//! Vigil's domain: names and identifiers, the model bundle format, the audit chain and the
-//! shared error vocabulary.
+//! Vigil's domain: names and identifiers, the model bundle format, the audit chain, the
+//! decision rule, evaluation and drift statistics, and the shared error vocabulary.
 //!
 //! This crate holds pure data and decisions. It never runs a model (that is `vigil-engine`),
 //! never talks to a database (that is `vigil-store`) and never starts an async runtime.

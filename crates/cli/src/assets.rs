@@ -2,7 +2,7 @@
 //! download and no checkout: the small reference model and six real weld tiles (GDXray,
 //! research and education use only; see testdata/weld/README.md for the licence and citation).
 
-/// The small reference inspection CNN (random weights; input [N,1,128,128]).
+/// The small reference inspection CNN (random weights; input `[N,1,128,128]`).
 pub const WELDNET_S_ONNX: &[u8] = include_bytes!("../../../testdata/weldnet-s.onnx");
 
 /// The preprocessing declared for weld tiles.

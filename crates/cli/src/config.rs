@@ -26,6 +26,8 @@ pub struct Config {
     pub bundle: BundlePolicyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The HTTP server (`vigil serve`).
+    pub server: ServerSection,
 }
 
 /// `[store]`
@@ -78,6 +80,50 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter directive.
     pub level: String,
+}
+
+/// `[server]`: the HTTP server and its request path (`vigil serve`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on; `0.0.0.0` for every interface. `serve --bind` overrides it.
+    pub bind: std::net::IpAddr,
+    /// TCP port; 0 picks a free one. `serve --port` overrides it.
+    pub port: u16,
+    /// Largest request body in bytes; a larger one is refused with 413.
+    pub max_body_bytes: usize,
+    /// The longest a request may take, end to end ("30s", "500ms"); past it, 429.
+    #[serde(with = "duration_text")]
+    pub request_timeout: std::time::Duration,
+    /// Requests admitted at once across all models; one more is refused with 429.
+    pub max_in_flight: usize,
+    /// Most images (or tiles) per engine call.
+    pub max_batch_size: usize,
+    /// How long a batch that is not full may wait for more requests ("0s": never wait).
+    #[serde(with = "duration_text")]
+    pub max_queue_delay: std::time::Duration,
+    /// OS threads that decode and preprocess images; 0 for one per core.
+    pub preprocess_threads: usize,
+}
+
+/// Durations as text: `"30s"`, `"5ms"`, `"1m 30s"` (humantime).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "{text:?} is not a duration like \"30s\" or \"5ms\": {e}"
+            ))
+        })
+    }
 }
 
 /// Log output formats.
@@ -224,6 +270,17 @@ mod tests {
         let c: Config = Figment::from(Toml::string(DEFAULT_TOML)).extract().unwrap();
         assert_eq!(c.engine.threads, 0);
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.request_timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_duration_that_does_not_parse_is_an_error_naming_it() {
+        let err = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[server]\nrequest_timeout = \"soon\"\n"))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<vigil_engine::Error>() {
             Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<vigil_runtime::Error>() {
+            Some(e.kind())
+        } else if cause
+            .downcast_ref::<crate::cmd::serve::ListenError>()
+            .is_some()
+        {
+            Some(ErrorKind::Unavailable)
         } else if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
             Some(e.kind())
         } else if cause

@@ -72,6 +72,9 @@ enum Command {
     /// Score many images offline: folders, globs or CSV manifests into CSV, JSON Lines or
     /// Parquet, in parallel, with a progress bar, --resume and a summary.
     Score(cmd::score::ScoreArgs),
+    /// Serve the production version of every model over HTTP (native API, Open Inference
+    /// Protocol, /metrics, /healthz, /readyz) until SIGTERM or Ctrl-C.
+    Serve(cmd::serve::ServeArgs),
     /// The audit log: list entries and verify the hash chain.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -115,6 +118,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
         Command::Score(a) => cmd::score::run(&ctx, a),
+        Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::Config => {

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod keys;
 pub mod models;
 pub mod score;
+pub mod serve;
 
 use crate::config::Config;
 

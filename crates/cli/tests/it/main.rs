@@ -8,3 +8,4 @@ mod common;
 mod config;
 mod registry;
 mod score;
+mod serve;

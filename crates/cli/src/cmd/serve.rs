@@ -1,0 +1,240 @@
+//! `vigil serve`: the HTTP server. Builds the runtime from `[server]` and `[engine]`, reads
+//! the `production` alias of every model from the registry, verifies each bundle (files,
+//! signature policy, engine requirements; the runtime then runs its golden cases before it
+//! serves), listens, and stops gracefully on SIGTERM or SIGINT: no new connections, requests
+//! in flight finish, queues drain, threads join, exit 0.
+//!
+//! The HTTP routes live in `vigil-server`; this module only wires configuration, registry
+//! and signals to it.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use vigil_core::bundle::{Bundle, Manifest};
+use vigil_core::types::{AliasName, Sha256Digest};
+use vigil_runtime::{BatchConfig, BundleFiles, DeployConfig, Infer, InferConfig};
+use vigil_server::{AppState, HttpLimits, ModelStatus};
+
+use super::Context;
+use super::common::{VerifyOptions, open_registry, verify_bundle};
+use crate::config::ConfigError;
+
+/// The alias whose version is served.
+const SERVED_ALIAS: &str = "production";
+
+/// `vigil serve`
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TCP port for this run (overrides server.port; 0 picks a free port, printed at start).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on for this run (overrides server.bind), e.g. 0.0.0.0.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+}
+
+/// The address cannot be listened on (in use, not local, not permitted): exit code 6.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct ListenError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why not.
+    pub source: std::io::Error,
+}
+
+/// Runs the server until a signal stops it.
+pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let s = &ctx.config.server;
+    if s.max_in_flight == 0 || s.max_batch_size == 0 {
+        return Err(ConfigError::Invalid(
+            "server.max_in_flight and server.max_batch_size must be at least 1".into(),
+        )
+        .into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vigil-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(ctx, args))
+}
+
+async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let s = &ctx.config.server;
+    tracing::info!(config = ?s, "Server configuration.");
+    let engine = ctx.config.engine();
+    tracing::info!(
+        kind = ?engine.kind,
+        device = ?engine.device,
+        threads = engine.intra_threads,
+        "Engine selected."
+    );
+    let infer = Infer::new(
+        InferConfig {
+            max_in_flight: s.max_in_flight,
+            preprocess_threads: s.preprocess_threads,
+            request_timeout: s.request_timeout,
+        },
+        DeployConfig {
+            batch: BatchConfig {
+                max_batch_size: s.max_batch_size,
+                max_queue_delay: s.max_queue_delay,
+            },
+            engine,
+            ..DeployConfig::default()
+        },
+    )
+    .context("cannot start the request path")?;
+    let state = AppState::new(
+        infer,
+        HttpLimits {
+            max_body_bytes: s.max_body_bytes,
+        },
+    );
+
+    let bundles = production_bundles(ctx, &state).await?;
+    if bundles.is_empty() && state.readiness().snapshot().is_empty() {
+        tracing::warn!(
+            "No model has a {SERVED_ALIAS} alias: serving nothing, and /readyz answers 503. \
+             Set one with `vigil models alias set NAME {SERVED_ALIAS} VERSION` and restart."
+        );
+    }
+
+    let addr = SocketAddr::new(args.bind.unwrap_or(s.bind), args.port.unwrap_or(s.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })?;
+    let local = listener.local_addr().context("no local address")?;
+    tracing::info!(address = %local, "Listening.");
+    // On stdout too, for scripts (and `--port 0`): the one line a caller needs.
+    println!("listening on http://{local}");
+    let _ = std::io::stdout().flush();
+
+    // Load after listening, so /healthz answers at once and /readyz says what is loading.
+    let loader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            for bundle in bundles {
+                let name = bundle.manifest.model.name.clone();
+                let version = bundle.manifest.model.version.clone();
+                match vigil_server::deploy(&state, bundle).await {
+                    Ok(d) => tracing::info!(
+                        model = %name,
+                        version = %version,
+                        engine = %d.engine(),
+                        "Model serving."
+                    ),
+                    Err(e) => tracing::error!(
+                        model = %name,
+                        version = %version,
+                        error = %e,
+                        "The model could not be deployed; /readyz answers 503."
+                    ),
+                }
+            }
+        })
+    };
+    vigil_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("the server failed")?;
+    loader.abort();
+    tracing::info!("Stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bundle behind every model's `production` alias, verified. A model whose bundle
+/// cannot be read or fails verification is recorded as failed (so `/readyz` says why) and
+/// the others are still served.
+async fn production_bundles(ctx: &Context, state: &AppState) -> anyhow::Result<Vec<BundleFiles>> {
+    let registry = open_registry(ctx).await?;
+    let alias: AliasName = SERVED_ALIAS.parse().context("the served alias")?;
+    let opts = VerifyOptions {
+        // The runtime runs the golden cases on the engine that will serve.
+        golden: false,
+        ..VerifyOptions::from_config(ctx, &[], false)?
+    };
+    let mut out = Vec::new();
+    for model in registry.list_models().await? {
+        let Some(version) = model.aliases.get(alias.as_str()) else {
+            continue;
+        };
+        let name = model.name.clone();
+        state.readiness().set(name.clone(), ModelStatus::Loading);
+        let result = async {
+            let files = registry.fetch(&name, version).await?;
+            let bundle = verified(ctx, &opts, &files)?;
+            Ok::<_, anyhow::Error>(bundle)
+        }
+        .await;
+        match result {
+            Ok(b) => out.push(b),
+            Err(e) => {
+                tracing::error!(model = %name, version = %version, error = %format!("{e:#}"),
+                    "The production bundle does not verify; not serving it.");
+                state
+                    .readiness()
+                    .set(name, ModelStatus::Failed(format!("{e:#}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a stored bundle to a temporary folder and verifies it as `vigil bundle verify`
+/// does (less the golden run), then hands its files to the runtime.
+fn verified(
+    ctx: &Context,
+    opts: &VerifyOptions,
+    files: &vigil_store::BundleFiles,
+) -> anyhow::Result<BundleFiles> {
+    let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
+    let root = dir.path().join("bundle");
+    super::models::write_pulled(files, &root)?;
+    let bundle = Bundle::open(&root)?;
+    verify_bundle(ctx, &bundle, opts)?;
+    let text = std::str::from_utf8(&files.manifest_bytes).context("the manifest is not UTF-8")?;
+    let digest = Sha256Digest::of(&files.manifest_bytes);
+    anyhow::ensure!(
+        digest == files.info.digest,
+        "the manifest's digest {digest} differs from the registry's {}",
+        files.info.digest
+    );
+    Ok(BundleFiles {
+        manifest: Manifest::parse(text)?,
+        digest,
+        files: files.files.clone(),
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "Cannot listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("Stopping: no new connections; finishing the requests in flight.");
+}

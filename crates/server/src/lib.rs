@@ -1,0 +1,189 @@
+//! Vigil's HTTP server: axum routes over the transport-agnostic [`vigil_runtime::Infer`].
+//!
+//! - [`app`] builds the router from an [`AppState`]; tests drive it in process with
+//!   `tower::ServiceExt::oneshot`, and [`serve`] runs it on a socket with graceful shutdown.
+//! - `routes::predict`: the native API (`POST /v1/models/{name}/predict`, raw image body).
+//! - `routes::ops`: `/healthz`, `/readyz`, `/metrics`, `GET /v1/models`.
+//! - `routes::v2`, `routes::v2_infer`: the Open Inference Protocol (KServe v2): health,
+//!   metadata, readiness, and infer on FP32 tensors or encoded images (BYTES), in JSON or
+//!   with the binary tensor extension.
+//! - [`error`]: [`ApiError`] and the one `ErrorKind` → status mapping.
+//! - [`request_id`]: the middleware that gives every request an id and logs internal errors.
+//!
+//! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
+//! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
+//! not read the registry (the caller hands it verified bundles through [`deploy`]) or decode
+//! images itself (the runtime's preprocess pool does).
+
+pub mod error;
+pub mod request_id;
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use vigil_core::types::ModelName;
+use vigil_runtime::{BundleFiles, Infer};
+
+pub use error::ApiError;
+pub use request_id::RequestId;
+
+/// Limits the HTTP layer enforces before the runtime sees a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes; a larger one is refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        // 64 MiB: a 16-bit whole-film TIFF of several thousand pixels a side fits.
+        HttpLimits {
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Where a model that should be served stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelStatus {
+    /// Being prepared and checked.
+    Loading,
+    /// Deployed; its golden cases reproduced.
+    Ready,
+    /// It could not be deployed, and why.
+    Failed(String),
+}
+
+/// Which models the server is meant to serve and how far each got: `/readyz` is 200 only
+/// when there is at least one and every one is ready.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    models: RwLock<BTreeMap<ModelName, ModelStatus>>,
+}
+
+impl Readiness {
+    /// Records `model`'s status.
+    pub fn set(&self, model: ModelName, status: ModelStatus) {
+        self.models
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(model, status);
+    }
+
+    /// Every expected model and its status.
+    pub fn snapshot(&self) -> BTreeMap<ModelName, ModelStatus> {
+        self.models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Everything the routes share; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    infer: Infer,
+    readiness: Arc<Readiness>,
+    limits: HttpLimits,
+}
+
+impl AppState {
+    /// State over a runtime; no model is expected until [`deploy`] (or
+    /// [`Readiness::set`]) says so.
+    pub fn new(infer: Infer, limits: HttpLimits) -> AppState {
+        AppState {
+            infer,
+            readiness: Arc::new(Readiness::default()),
+            limits,
+        }
+    }
+
+    /// The runtime.
+    pub fn infer(&self) -> &Infer {
+        &self.infer
+    }
+
+    /// The expected models and their status.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+}
+
+/// Deploys a verified bundle on the runtime (engine, golden check, swap) and records the
+/// outcome for `/readyz`. The error is returned as well, for the caller to log.
+pub async fn deploy(
+    state: &AppState,
+    bundle: BundleFiles,
+) -> vigil_runtime::Result<Arc<vigil_runtime::Deployment>> {
+    let name = bundle.manifest.model.name.clone();
+    state.readiness.set(name.clone(), ModelStatus::Loading);
+    let result = state.infer.deployments().load(bundle).await;
+    let status = match &result {
+        Ok(_) => ModelStatus::Ready,
+        Err(e) => ModelStatus::Failed(e.to_string()),
+    };
+    state.readiness.set(name, status);
+    result
+}
+
+/// The router: every route, the body limit, and the request-id middleware.
+pub fn app(state: AppState) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/v1/models", get(routes::ops::models))
+        .route("/v1/models/{name}/predict", post(routes::predict::latest))
+        .route(
+            "/v1/models/{name}/versions/{version}/predict",
+            post(routes::predict::versioned),
+        )
+        .route("/v2", get(routes::v2::server_metadata))
+        .route("/v2/health/live", get(routes::v2::live))
+        .route("/v2/health/ready", get(routes::v2::ready))
+        .route("/v2/models/{name}", get(routes::v2::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(routes::v2::model_metadata_versioned),
+        )
+        .route("/v2/models/{name}/ready", get(routes::v2::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(routes::v2::model_ready_versioned),
+        )
+        .route("/v2/models/{name}/stats", get(routes::v2::model_stats))
+        .route(
+            "/v2/models/{name}/versions/{version}/stats",
+            get(routes::v2::model_stats_versioned),
+        )
+        .route("/v2/models/{name}/infer", post(routes::v2_infer::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(routes::v2_infer::infer_versioned),
+        )
+        .fallback(routes::ops::no_route)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting,
+/// lets the requests in flight finish, and shuts the runtime down (queues drained, threads
+/// joined).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let infer = state.infer.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    infer.shutdown().await;
+    result
+}

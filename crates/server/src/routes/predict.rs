@@ -1,0 +1,246 @@
+//! The native API: `POST /v1/models/{name}/predict` (and `.../versions/{version}/predict`)
+//! with one encoded image as the body. The handlers parse HTTP; `predict` does the work
+//! (content type, deployment lookup, `Infer::classify`, shaping the answer).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use vigil_runtime::{Classified, Timings};
+
+use crate::routes::{check_version, deployment, model_name};
+use crate::{ApiError, AppState, RequestId};
+
+/// Content types of encoded images the preprocessing decodes (it sniffs the format from the
+/// bytes; the header only has to say "an image").
+const IMAGE_TYPES: [&str; 6] = [
+    "image/png",
+    "image/jpeg",
+    "image/tiff",
+    "image/bmp",
+    "application/dicom",
+    "application/octet-stream",
+];
+
+/// The native answer for one image.
+#[derive(Debug, Serialize)]
+pub struct PredictResponse {
+    /// The request's id (also the `x-request-id` header).
+    pub request_id: String,
+    /// The model.
+    pub model: String,
+    /// The version that answered.
+    pub version: String,
+    /// That version's bundle identity (SHA-256 of its manifest).
+    pub bundle: String,
+    /// The decided label.
+    pub label: String,
+    /// The probability of each label, for the row the verdict came from.
+    pub probabilities: BTreeMap<String, f32>,
+    /// How sure the decision is.
+    pub confidence: f32,
+    /// Flags on the decision: `review` when the bundle's rule sends it to a person.
+    pub flags: Vec<&'static str>,
+    /// Stage times, in milliseconds (also `x-vigil-*-ms` headers).
+    pub timings: TimingsResponse,
+    /// Images in the engine batch this request ran in.
+    pub batch_size: usize,
+    /// For a tiled film: the tiles and each one's score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<TilesResponse>,
+}
+
+/// Stage times in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct TimingsResponse {
+    /// Decode and preprocessing.
+    pub preprocess: f64,
+    /// Waiting in the model's queue.
+    pub queue: f64,
+    /// Engine time of the batch.
+    pub inference: f64,
+    /// Admission to answer.
+    pub total: f64,
+}
+
+/// The tiles of a whole film.
+#[derive(Debug, Serialize)]
+pub struct TilesResponse {
+    /// How many tiles were scored.
+    pub count: usize,
+    /// Tiles per row, when the preprocessing reported a grid.
+    pub columns: Option<u32>,
+    /// Rows of tiles.
+    pub rows: Option<u32>,
+    /// The tile the verdict came from (row-major index).
+    pub verdict_tile: usize,
+    /// Each tile's score (the probability the decision rule tested), row-major.
+    pub scores: Vec<f32>,
+}
+
+/// `POST /v1/models/{name}/predict`
+pub async fn latest(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    predict(&state, &name, None, id, &headers, body?).await
+}
+
+/// `POST /v1/models/{name}/versions/{version}/predict`
+pub async fn versioned(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    predict(&state, &name, Some(&version), id, &headers, body?).await
+}
+
+/// Classifies one encoded image and shapes the answer.
+async fn predict(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+    id: RequestId,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_content_type(headers)?;
+    let name = model_name(name)?;
+    let infer = state.infer();
+    let before = deployment(infer, &name, version)?;
+    let c = infer.classify(&name, body, None).await?;
+    check_version(&name, &c.version, version)?;
+    // The labels of the version that answered: normally the one looked up before, unless
+    // a swap happened while the request ran.
+    let d = if c.version == *before.version() {
+        before
+    } else {
+        deployment(infer, &name, Some(c.version.as_str()))?
+    };
+    let labels = &d.manifest().model.labels;
+    let probabilities = c
+        .outputs
+        .get(&d.manifest().roles.probabilities)
+        .map(|t| t.item(c.verdict_row))
+        .unwrap_or_default();
+    let body = PredictResponse {
+        request_id: id.0,
+        model: c.model.to_string(),
+        version: c.version.to_string(),
+        bundle: c.bundle.to_string(),
+        label: c.verdict.label.to_string(),
+        probabilities: labels
+            .iter()
+            .zip(probabilities)
+            .map(|(l, p)| (l.to_string(), *p))
+            .collect(),
+        confidence: c.verdict.confidence,
+        flags: if c.verdict.review {
+            vec!["review"]
+        } else {
+            Vec::new()
+        },
+        timings: TimingsResponse {
+            preprocess: ms(c.timings.preprocess),
+            queue: ms(c.timings.queue),
+            inference: ms(c.timings.inference),
+            total: ms(c.timings.total),
+        },
+        batch_size: c.batch_size,
+        tiles: tiles(&c),
+    };
+    let mut response = Json(body).into_response();
+    timing_headers(response.headers_mut(), &c.timings);
+    Ok(response)
+}
+
+/// 415 unless the body is declared as an image this server decodes.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if IMAGE_TYPES.contains(&essence.as_str()) {
+        return Ok(());
+    }
+    let got = if raw.is_empty() {
+        "no content type".to_owned()
+    } else {
+        format!("content type {raw:?}")
+    };
+    Err(ApiError::UnsupportedMediaType {
+        message: format!(
+            "{got}: send the encoded image as the body with one of {}",
+            IMAGE_TYPES.join(", ")
+        ),
+    })
+}
+
+/// The tile map of a film (more than one row); `None` for a single image.
+fn tiles(c: &Classified) -> Option<TilesResponse> {
+    (c.decisions.len() > 1).then(|| TilesResponse {
+        count: c.decisions.len(),
+        columns: c.grid.as_ref().map(|g| g.columns),
+        rows: c.grid.as_ref().map(|g| g.rows),
+        verdict_tile: c.verdict_row,
+        scores: c.decisions.iter().map(|d| d.score).collect(),
+    })
+}
+
+/// Each stage time as an `x-vigil-<stage>-ms` header.
+pub(crate) fn timing_headers(headers: &mut HeaderMap, t: &Timings) {
+    let stages = [
+        ("x-vigil-preprocess-ms", t.preprocess),
+        ("x-vigil-queue-ms", t.queue),
+        ("x-vigil-inference-ms", t.inference),
+        ("x-vigil-total-ms", t.total),
+    ];
+    for (name, d) in stages {
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", ms(d))) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// A duration in milliseconds.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_content_types_are_accepted_with_parameters_and_others_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Image/PNG; q=1"),
+        );
+        assert!(check_content_type(&h).is_ok());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(matches!(
+            check_content_type(&h),
+            Err(ApiError::UnsupportedMediaType { .. })
+        ));
+        assert!(check_content_type(&HeaderMap::new()).is_err());
+    }
+}

@@ -11,11 +11,13 @@ setup:
 demo: setup
 	cargo run --release -p vigil-cli -- demo
 
-# The whole test suite, then the engine conformance tests again with tract compiled in, so
-# both engines are held to the same golden outputs.
+# The whole test suite; the engine conformance tests again with tract compiled in, so both
+# engines are held to the same golden outputs; and the Open Inference Protocol test with the
+# official Python client (tritonclient, from PyPI) against a real `vigil serve`.
 test: setup
 	cargo test --workspace --locked
 	cargo test --locked -p vigil-engine --features tract
+	tests/oip/run.sh
 
 # What CI runs: formatting, lints, then the tests.
 check:

@@ -104,6 +104,10 @@ pub struct ServerSection {
     pub max_queue_delay: std::time::Duration,
     /// OS threads that decode and preprocess images; 0 for one per core.
     pub preprocess_threads: usize,
+    /// How often the server reads each model's `production` alias and deploys a version
+    /// moved by another process ("2s"; "0s" turns the watcher off).
+    #[serde(with = "duration_text")]
+    pub alias_poll_interval: std::time::Duration,
 }
 
 /// Durations as text: `"30s"`, `"5ms"`, `"1m 30s"` (humantime).

@@ -159,6 +159,14 @@ impl Deployments {
     /// Prepares the bundle's model on the configured engine, checks its golden cases, then
     /// swaps it in (see [`Deployments::load_with_backend`]).
     pub async fn load(&self, bundle: BundleFiles) -> Result<Arc<Deployment>> {
+        let deployment = self.prepare(bundle).await?;
+        self.install_logged(deployment)
+    }
+
+    /// Prepares the bundle's model on the configured engine, checks its golden cases and
+    /// starts its model thread and queue, *without* swapping it in: the caller decides when
+    /// (or whether) to [`Deployments::install`] it. Dropping the result stops it again.
+    pub async fn prepare(&self, bundle: BundleFiles) -> Result<Arc<Deployment>> {
         self.refuse_after_shutdown()?;
         let engine = self.cfg.engine.clone();
         let (bundle, backend) = tokio::task::spawn_blocking(move || {
@@ -171,7 +179,7 @@ impl Deployments {
         })
         .await
         .map_err(|e| Error::Internal(format!("loading the engine panicked: {e}")))??;
-        self.load_with_backend(bundle, backend).await
+        self.prepare_with_backend(bundle, backend).await
     }
 
     /// Deploys `bundle` on an already prepared `backend`: runs the bundle's golden cases
@@ -179,6 +187,17 @@ impl Deployments {
     /// starts its model thread and queue, and swaps it in atomically. On any failure the
     /// table is unchanged and the previous version keeps serving.
     pub async fn load_with_backend(
+        &self,
+        bundle: BundleFiles,
+        backend: Box<dyn Backend>,
+    ) -> Result<Arc<Deployment>> {
+        let deployment = self.prepare_with_backend(bundle, backend).await?;
+        self.install_logged(deployment)
+    }
+
+    /// [`Deployments::prepare`] on an already prepared `backend`: golden check, model thread
+    /// and queue; not installed.
+    pub async fn prepare_with_backend(
         &self,
         bundle: BundleFiles,
         mut backend: Box<dyn Backend>,
@@ -192,7 +211,11 @@ impl Deployments {
         })
         .await
         .map_err(|e| Error::Internal(format!("the golden check panicked: {e}")))??;
-        let deployment = Arc::new(self.start(bundle, backend, pipeline)?);
+        Ok(Arc::new(self.start(bundle, backend, pipeline)?))
+    }
+
+    /// Installs `deployment` and logs the swap.
+    fn install_logged(&self, deployment: Arc<Deployment>) -> Result<Arc<Deployment>> {
         let previous = self.install(deployment.clone())?;
         tracing::info!(
             model = %deployment.name(),

@@ -108,6 +108,15 @@ impl From<vigil_runtime::Error> for ApiError {
     }
 }
 
+impl From<vigil_store::Error> for ApiError {
+    fn from(e: vigil_store::Error) -> Self {
+        ApiError::Kind {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         rejection(r.status(), r.body_text())

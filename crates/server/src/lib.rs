@@ -8,14 +8,19 @@
 //!   metadata, readiness, and infer on FP32 tensors or encoded images (BYTES), in JSON or
 //!   with the binary tensor extension.
 //! - [`error`]: [`ApiError`] and the one `ErrorKind` → status mapping.
+//! - `routes::admin`: `PUT /v1/models/{name}/aliases/{alias}` over [`promote::promote`].
+//! - [`promote`]: load and check a version beside the serving one, move the alias, swap;
+//!   shared by the admin API and the alias watcher of `vigil serve`.
 //! - [`request_id`]: the middleware that gives every request an id and logs internal errors.
 //!
 //! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
 //! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
-//! not read the registry (the caller hands it verified bundles through [`deploy`]) or decode
-//! images itself (the runtime's preprocess pool does).
+//! not know SQL: it reaches the registry only through the `vigil_store::Registry` trait it
+//! is handed ([`AppState::with_registry`]), for alias moves; nor decode images itself (the
+//! runtime's preprocess pool does).
 
 pub mod error;
+pub mod promote;
 pub mod request_id;
 pub mod routes;
 
@@ -24,7 +29,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use vigil_core::types::ModelName;
 use vigil_runtime::{BundleFiles, Infer};
 
@@ -89,6 +94,10 @@ pub struct AppState {
     infer: Infer,
     readiness: Arc<Readiness>,
     limits: HttpLimits,
+    registry: Option<Arc<dyn vigil_store::Registry>>,
+    bundle_check: promote::BundleCheck,
+    /// Held by each promotion, so deployments change one at a time.
+    promotions: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -99,7 +108,30 @@ impl AppState {
             infer,
             readiness: Arc::new(Readiness::default()),
             limits,
+            registry: None,
+            bundle_check: promote::BundleCheck::basic(),
+            promotions: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// The registry that alias moves go through; without one the admin API answers 503.
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<dyn vigil_store::Registry>) -> AppState {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// How a stored bundle is checked before it is deployed (default:
+    /// [`promote::BundleCheck::basic`]).
+    #[must_use]
+    pub fn with_bundle_check(mut self, check: promote::BundleCheck) -> AppState {
+        self.bundle_check = check;
+        self
+    }
+
+    /// The registry, if the server has one.
+    pub fn registry(&self) -> Option<&Arc<dyn vigil_store::Registry>> {
+        self.registry.as_ref()
     }
 
     /// The runtime.
@@ -142,6 +174,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/models/{name}/versions/{version}/predict",
             post(routes::predict::versioned),
+        )
+        .route(
+            "/v1/models/{name}/aliases/{alias}",
+            put(routes::admin::set_alias),
         )
         .route("/v2", get(routes::v2::server_metadata))
         .route("/v2/health/live", get(routes::v2::live))

@@ -4,17 +4,25 @@
 //! serves), listens, and stops gracefully on SIGTERM or SIGINT: no new connections, requests
 //! in flight finish, queues drain, threads join, exit 0.
 //!
+//! The server gets the registry, so the admin API (`PUT /v1/models/{name}/aliases/{alias}`)
+//! can move aliases, and every `server.alias_poll_interval` a watcher follows `production`
+//! moves made by other processes (`vigil models alias set`): the new version is loaded and
+//! checked beside the old one, then swapped in (`vigil_server::promote`). Both check a
+//! stored bundle as start-up does (files, signature policy, engine requirements).
+//!
 //! The HTTP routes live in `vigil-server`; this module only wires configuration, registry
 //! and signals to it.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use vigil_core::bundle::{Bundle, Manifest};
 use vigil_core::types::{AliasName, Sha256Digest};
 use vigil_runtime::{BatchConfig, BundleFiles, DeployConfig, Infer, InferConfig};
+use vigil_server::promote::BundleCheck;
 use vigil_server::{AppState, HttpLimits, ModelStatus};
 
 use super::Context;
@@ -22,7 +30,7 @@ use super::common::{VerifyOptions, open_registry, verify_bundle};
 use crate::config::ConfigError;
 
 /// The alias whose version is served.
-const SERVED_ALIAS: &str = "production";
+const SERVED_ALIAS: &str = vigil_server::promote::SERVED_ALIAS;
 
 /// `vigil serve`
 #[derive(Debug, clap::Args)]
@@ -88,18 +96,22 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .context("cannot start the request path")?;
+    let registry = open_registry(ctx).await?;
     let state = AppState::new(
         infer,
         HttpLimits {
             max_body_bytes: s.max_body_bytes,
         },
-    );
+    )
+    .with_registry(registry.clone())
+    .with_bundle_check(bundle_check(ctx)?);
 
-    let bundles = production_bundles(ctx, &state).await?;
+    let bundles = production_bundles(ctx, registry.as_ref(), &state).await?;
     if bundles.is_empty() && state.readiness().snapshot().is_empty() {
         tracing::warn!(
             "No model has a {SERVED_ALIAS} alias: serving nothing, and /readyz answers 503. \
-             Set one with `vigil models alias set NAME {SERVED_ALIAS} VERSION` and restart."
+             Set one with `vigil models alias set NAME {SERVED_ALIAS} VERSION`: it is picked \
+             up within server.alias_poll_interval (or restart when that is \"0s\")."
         );
     }
 
@@ -137,10 +149,35 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    vigil_server::serve(listener, state, shutdown_signal())
+    // The watcher starts after the initial loads, and stops as soon as shutdown begins.
+    let loader_abort = loader.abort_handle();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = {
+        let state = state.clone();
+        let every = s.alias_poll_interval;
+        let mut stop_rx = stop_rx;
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            };
+            tokio::pin!(stop);
+            tokio::select! {
+                () = &mut stop => return,
+                _ = loader => {}
+            }
+            vigil_server::promote::watch_production(state, registry, every, stop).await;
+        })
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    vigil_server::serve(listener, state, shutdown)
         .await
         .context("the server failed")?;
-    loader.abort();
+    loader_abort.abort();
+    watcher.abort();
+    let _ = watcher.await;
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
 }
@@ -148,8 +185,11 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// The bundle behind every model's `production` alias, verified. A model whose bundle
 /// cannot be read or fails verification is recorded as failed (so `/readyz` says why) and
 /// the others are still served.
-async fn production_bundles(ctx: &Context, state: &AppState) -> anyhow::Result<Vec<BundleFiles>> {
-    let registry = open_registry(ctx).await?;
+async fn production_bundles(
+    ctx: &Context,
+    registry: &dyn vigil_store::Registry,
+    state: &AppState,
+) -> anyhow::Result<Vec<BundleFiles>> {
     let alias: AliasName = SERVED_ALIAS.parse().context("the served alias")?;
     let opts = VerifyOptions {
         // The runtime runs the golden cases on the engine that will serve.
@@ -181,6 +221,21 @@ async fn production_bundles(ctx: &Context, state: &AppState) -> anyhow::Result<V
         }
     }
     Ok(out)
+}
+
+/// The check a bundle passes before a moved alias deploys it: the same as at start-up.
+fn bundle_check(ctx: &Context) -> anyhow::Result<BundleCheck> {
+    let opts = VerifyOptions {
+        golden: false,
+        ..VerifyOptions::from_config(ctx, &[], false)?
+    };
+    let ctx = Context {
+        config: ctx.config.clone(),
+        actor: ctx.actor.clone(),
+    };
+    Ok(BundleCheck(Arc::new(move |files| {
+        verified(&ctx, &opts, files).map_err(|e| format!("{e:#}"))
+    })))
 }
 
 /// Writes a stored bundle to a temporary folder and verifies it as `vigil bundle verify`

@@ -1,6 +1,7 @@
 //! `vigil serve` end to end: the real binary on a free port (`--port 0`, never a fixed one)
 //! over a data directory with a pushed bundle aliased `production`; readiness, one predict,
-//! then SIGTERM and a clean exit.
+//! then SIGTERM and a clean exit; and an alias moved by the CLI while the server runs is
+//! picked up by its watcher.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -107,11 +108,83 @@ fn serve_with_no_model_in_production_starts_and_says_why_it_is_not_ready() {
     stop(server, &env);
 }
 
+#[test]
+fn serve_follows_a_production_alias_moved_by_the_cli() {
+    let env = Env::new();
+    for (dir, version) in [("b1", "1.0.0"), ("b2", "2.0.0")] {
+        env.create(dir, version, &[]).ok();
+        env.run(&["models", "push", env.path(dir).to_str().unwrap()])
+            .ok();
+    }
+    let alias = |version: &str| {
+        env.run(&[
+            "models",
+            "alias",
+            "set",
+            "weldnet",
+            "production",
+            version,
+            "--reason",
+            "e2e",
+        ])
+        .ok();
+    };
+    alias("1.0.0");
+
+    let (server, addr) = start_with(
+        &env,
+        &[
+            ("VIGIL__SERVER__ALIAS_POLL_INTERVAL", "200ms"),
+            ("VIGIL__LOG__LEVEL", "info"),
+        ],
+    );
+    wait_for_version(&addr, &env, "1.0.0");
+    alias("2.0.0");
+    wait_for_version(&addr, &env, "2.0.0");
+    let png = std::fs::read(testdata().join("weld/RRT-106R_x0064_y0035.png")).unwrap();
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/models/weldnet/predict",
+        "image/png",
+        &png,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"version\":\"2.0.0\""), "{body}");
+    let log = std::fs::read_to_string(env.path("serve.log")).unwrap();
+    assert!(log.contains("Deployment swapped."), "{log}");
+    stop(server, &env);
+}
+
+/// Polls `/v1/models` until weldnet is served at `version` (at most 20 s).
+fn wait_for_version(addr: &str, env: &Env, version: &str) {
+    let started = Instant::now();
+    let needle = format!("\"version\":\"{version}\"");
+    loop {
+        let (status, body) = http(addr, "GET", "/v1/models", "text/plain", b"");
+        if status == 200 && body.contains(&needle) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never served {version}: {status} {body}\n{}",
+            std::fs::read_to_string(env.path("serve.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts `vigil serve --port 0` (logs in `serve.log`) and reads the address it printed.
 fn start(env: &Env) -> (Server, String) {
+    start_with(env, &[])
+}
+
+/// [`start`] with extra environment variables.
+fn start_with(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
     let log = std::fs::File::create(env.path("serve.log")).unwrap();
     let mut child = env
         .cmd()
+        .envs(vars.iter().copied())
         .args(["serve", "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(log)

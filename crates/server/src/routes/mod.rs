@@ -1,6 +1,7 @@
 //! The route handlers, one module per API: `predict` (native), `ops` (health, readiness,
-//! metrics, model list) and `v2` (Open Inference Protocol). Shared lookups live here.
+//! metrics, model list), `admin` (alias moves) and `v2` (Open Inference Protocol). Shared lookups live here.
 
+pub mod admin;
 pub mod ops;
 pub mod predict;
 pub mod v2;

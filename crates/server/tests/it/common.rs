@@ -57,6 +57,18 @@ pub fn engine() -> EngineConfig {
 /// A real bundle of the weld model at `version`, with golden cases recorded on two tiles,
 /// written to disk and read back verified, as the server gets it.
 pub fn bundle(version: &str) -> BundleFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let written = written_bundle(version, dir.path(), false);
+    BundleFiles::from_bundle(&written).unwrap()
+}
+
+/// [`bundle`], written under `dir`; with `broken_golden` the two golden inputs are swapped
+/// after recording, so the bundle verifies but its golden check fails.
+pub fn written_bundle(
+    version: &str,
+    dir: &Path,
+    broken_golden: bool,
+) -> vigil_core::bundle::Bundle {
     let m = manifest(version);
     let golden: Vec<(String, Vec<u8>)> = ["RRT-106R_x0000_y0035.png", "RRT-106R_x0064_y0227.png"]
         .iter()
@@ -70,8 +82,9 @@ pub fn bundle(version: &str) -> BundleFiles {
         .collect();
     let mut writer = BundleWriter::new(m.clone());
     writer.add_file(MODEL_FILE, model_bytes()).unwrap();
-    for (name, bytes) in &golden {
-        writer.add_file(name, bytes.clone()).unwrap();
+    for (i, (name, _)) in golden.iter().enumerate() {
+        let from = if broken_golden { 1 - i } else { i };
+        writer.add_file(name, golden[from].1.clone()).unwrap();
     }
     let mut backend = vigil_engine::load(&model_bytes(), &m, &engine()).unwrap();
     let pipeline = Pipeline::new(&m, Limits::default());
@@ -79,9 +92,7 @@ pub fn bundle(version: &str) -> BundleFiles {
     writer
         .add_file(GOLDEN_EXPECTED_FILE, set.to_json())
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let written = writer.write(&dir.path().join("bundle")).unwrap();
-    BundleFiles::from_bundle(&written).unwrap()
+    writer.write(&dir.join("bundle")).unwrap()
 }
 
 /// A state over a runtime with nothing deployed yet.

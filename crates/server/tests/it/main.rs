@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod promote;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

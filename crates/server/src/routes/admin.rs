@@ -1,0 +1,101 @@
+//! The admin API: `PUT /v1/models/{name}/aliases/{alias}` with
+//! `{"version": "..", "reason": "..", "actor": ".."}` (actor optional, default `api`).
+//! The work is [`crate::promote::promote`]; this handler parses and answers.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use vigil_core::ErrorKind;
+use vigil_core::types::{AliasName, ModelVersion};
+
+use crate::promote::{Promotion, promote};
+use crate::{ApiError, AppState};
+
+/// The actor recorded when the request names none.
+const DEFAULT_ACTOR: &str = "api";
+
+/// The body of an alias move.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAliasRequest {
+    /// The version the alias should point at.
+    pub version: String,
+    /// Why (audit log).
+    pub reason: String,
+    /// Who (audit log); `api` when absent.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// What the move did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetAliasResponse {
+    /// The model.
+    pub model: String,
+    /// The alias.
+    pub alias: String,
+    /// Where it pointed before (`null`: it was new).
+    pub from: Option<String>,
+    /// Where it points now.
+    pub to: String,
+    /// Whether the registry changed.
+    pub moved: bool,
+    /// The version serving now, when the alias is the served one.
+    pub deployed: Option<String>,
+}
+
+/// `PUT /v1/models/{name}/aliases/{alias}`
+pub async fn set_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    body: Result<Json<SetAliasRequest>, JsonRejection>,
+) -> Result<Json<SetAliasResponse>, ApiError> {
+    let Json(req) = body?;
+    let registry = state.registry().cloned().ok_or_else(|| ApiError::Kind {
+        kind: ErrorKind::Unavailable,
+        message: "this server has no registry, so aliases cannot be moved here; use \
+                  `vigil models alias set` against the registry instead"
+            .into(),
+    })?;
+    let name = super::model_name(&name)?;
+    let alias: AliasName = alias
+        .parse()
+        .map_err(|e: vigil_core::types::ParseError| ApiError::invalid(e.to_string()))?;
+    let version: ModelVersion = req
+        .version
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("version {:?} of {name}", req.version)))?;
+    let actor = req.actor.unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
+    // On its own task: a client that hangs up must not cancel a promotion between the alias
+    // move and the install.
+    let task = {
+        let (name, alias, version) = (name.clone(), alias.clone(), version.clone());
+        tokio::spawn(async move {
+            promote(
+                &state,
+                registry.as_ref(),
+                Promotion {
+                    name: &name,
+                    alias: &alias,
+                    version: &version,
+                    actor: &actor,
+                    reason: &req.reason,
+                },
+            )
+            .await
+        })
+    };
+    let done = task.await.map_err(|e| ApiError::Kind {
+        kind: ErrorKind::Internal,
+        message: format!("the promotion task failed: {e}"),
+    })??;
+    Ok(Json(SetAliasResponse {
+        model: name.to_string(),
+        alias: alias.to_string(),
+        from: done.from.map(|v| v.to_string()),
+        to: version.to_string(),
+        moved: done.moved,
+        deployed: done.deployed.map(|v| v.to_string()),
+    }))
+}

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 
 mod decode;
 mod dicom;
+mod tile;
 
 /// Limits applied before and during decoding.
 #[derive(Debug, Clone, Copy)]
@@ -215,7 +216,7 @@ impl Pipeline {
                     let [img] = <[Planes; 1]>::try_from(current).map_err(|_| {
                         Error::Preprocess("a pipeline may only have one `tile` step".into())
                     })?;
-                    let (tiles, g) = tile(&img, *size, *stride, &self.limits)?;
+                    let (tiles, g) = tile::tile(&img, *size, *stride, &self.limits)?;
                     images = Some(tiles);
                     grid = Some(g);
                 }
@@ -238,62 +239,6 @@ impl Pipeline {
             layout,
         })
     }
-}
-
-/// Cuts `size` x `size` tiles on a `stride` grid, the last column and row moved back to end
-/// at the image edge.
-fn tile(img: &Planes, size: u32, stride: u32, limits: &Limits) -> Result<(Vec<Planes>, TileGrid)> {
-    if size == 0 || stride == 0 || stride > size {
-        return Err(Error::Preprocess(format!(
-            "`tile` needs size > 0 and stride in 1..=size, got size {size} and stride {stride}"
-        )));
-    }
-    let s = size as usize;
-    if img.w < s || img.h < s {
-        return Err(Error::Preprocess(format!(
-            "cannot cut {s}x{s} tiles from a {}x{} image; add `pad` before `tile`",
-            img.w, img.h
-        )));
-    }
-    let xs = tile_starts(img.w, s, stride as usize);
-    let ys = tile_starts(img.h, s, stride as usize);
-    let count = (xs.len() * ys.len()) as u64;
-    let total = count.saturating_mul((s * s) as u64);
-    let allowed = limits.max_pixels.saturating_mul(TILE_PIXEL_FACTOR);
-    if total > allowed {
-        return Err(Error::TooLarge(format!(
-            "{count} tiles of {s}x{s} from a {}x{} image hold {total} pixels; the limit is {allowed} ({TILE_PIXEL_FACTOR} x max pixels); use a larger stride",
-            img.w, img.h
-        )));
-    }
-    let mut tiles = Vec::with_capacity(xs.len() * ys.len());
-    let mut positions = Vec::with_capacity(tiles.capacity());
-    for &y in &ys {
-        for &x in &xs {
-            tiles.push(img.region(x, y, s, s));
-            positions.push((x as u32, y as u32));
-        }
-    }
-    let grid = TileGrid {
-        image_width: img.w as u32,
-        image_height: img.h as u32,
-        tile_size: size,
-        positions,
-        columns: xs.len() as u32,
-        rows: ys.len() as u32,
-    };
-    Ok((tiles, grid))
-}
-
-/// Tile starts along one side of `len >= size` pixels: every `stride`, then one more ending
-/// at the edge unless the last already does.
-fn tile_starts(len: usize, size: usize, stride: usize) -> Vec<usize> {
-    let last = len - size;
-    let mut starts: Vec<usize> = (0..=last).step_by(stride).collect();
-    if starts.last() != Some(&last) {
-        starts.push(last);
-    }
-    starts
 }
 
 fn apply(img: Planes, step: &Step, limits: &Limits) -> Result<Planes> {
@@ -934,11 +879,11 @@ mod tests {
 
     #[test]
     fn tile_starts_end_at_the_edge() {
-        assert_eq!(tile_starts(300, 128, 64), vec![0, 64, 128, 172]);
-        assert_eq!(tile_starts(130, 128, 64), vec![0, 2]);
-        assert_eq!(tile_starts(128, 128, 64), vec![0]);
-        assert_eq!(tile_starts(256, 128, 128), vec![0, 128]);
-        assert_eq!(tile_starts(5, 2, 1), vec![0, 1, 2, 3]);
+        assert_eq!(tile::tile_starts(300, 128, 64), vec![0, 64, 128, 172]);
+        assert_eq!(tile::tile_starts(130, 128, 64), vec![0, 2]);
+        assert_eq!(tile::tile_starts(128, 128, 64), vec![0]);
+        assert_eq!(tile::tile_starts(256, 128, 128), vec![0, 128]);
+        assert_eq!(tile::tile_starts(5, 2, 1), vec![0, 1, 2, 3]);
     }
 
     #[test]

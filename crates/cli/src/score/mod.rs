@@ -251,10 +251,9 @@ fn score_images(
         let result = Batch::stack(&tensors)
             .and_then(|b| backend.run(&b))
             .map_err(|e| e.to_string())
-            .and_then(|outputs| {
+            .and_then(|mut outputs| {
                 outputs
-                    .get(probs_name)
-                    .cloned()
+                    .remove(probs_name)
                     .ok_or_else(|| format!("the model gave no output {probs_name:?}"))
             });
         tiles_run.fetch_add(chunk.len(), Ordering::Relaxed);

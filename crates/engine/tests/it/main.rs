@@ -8,10 +8,7 @@ mod preprocessing;
 
 use std::path::{Path, PathBuf};
 
-use vigil_core::bundle::{
-    DecisionRule, EngineRequirements, FORMAT_VERSION, GoldenTolerance, Layout, Manifest,
-    ModelSection, OutputRoles, Provenance, ResizeFilter, Step, Task,
-};
+use vigil_core::bundle::{GoldenTolerance, Layout, Manifest, ResizeFilter, Step};
 use vigil_engine::preprocess::{Limits, Pipeline};
 use vigil_engine::{Backend, Batch, Device, EngineConfig, EngineKind, Error, OrtBackend};
 
@@ -25,41 +22,11 @@ fn model() -> Vec<u8> {
 
 fn manifest(steps: Vec<Step>) -> Manifest {
     let info = vigil_core::onnx::inspect(&model()).unwrap();
-    Manifest {
-        format: FORMAT_VERSION,
-        model: ModelSection {
-            name: "weldnet".parse().unwrap(),
-            version: "1".parse().unwrap(),
-            task: Task::Classification,
-            labels: ["a", "b", "c", "d"]
-                .iter()
-                .map(|l| l.parse().unwrap())
-                .collect(),
-            description: String::new(),
-            created_at: chrono_now(),
-            created_by: "test".into(),
-        },
-        inputs: info.inputs,
-        outputs: info.outputs,
-        roles: OutputRoles {
-            probabilities: "probabilities".into(),
-            embedding: Some("embedding".into()),
-        },
-        preprocess: steps,
-        decision: DecisionRule::Argmax { review_below: None },
-        provenance: Provenance::default(),
-        engine: EngineRequirements {
-            model_format: "onnx".into(),
-            ir_version: info.ir_version,
-            opsets: info.opsets,
-        },
-        golden: GoldenTolerance::default(),
-        files: Default::default(),
-    }
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    "2026-11-25T00:00:00Z".parse().unwrap()
+    let labels = ["a", "b", "c", "d"]
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    Manifest::for_model(&info, "weldnet".parse().unwrap(), labels, steps)
 }
 
 fn weld_steps() -> Vec<Step> {

@@ -2,7 +2,7 @@
 # ONNX Runtime library is in third_party/onnxruntime/ (scripts/setup-onnxruntime: one pinned,
 # checksum-verified wheel from PyPI; nothing is downloaded at run time).
 
-.PHONY: demo test check setup
+.PHONY: demo test check setup weld-model
 
 setup:
 	scripts/setup-onnxruntime
@@ -16,7 +16,7 @@ demo: setup
 # official Python client (tritonclient, from PyPI) against a real `vigil serve`.
 test: setup
 	cargo test --workspace --locked
-	cargo test --locked -p vigil-engine --features tract
+	cargo test --locked -p vigil-engine -p vigil-train --features tract
 	tests/oip/run.sh
 
 # What CI runs: formatting, lints, then the tests.
@@ -24,3 +24,11 @@ check:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 	$(MAKE) test
+
+# Reproduces the shipped weld model (models/weldnet.tar) from data/weld: same seed, two
+# training threads, so the same weights; only the manifest's creation time differs.
+weld-model: setup
+	rm -rf target/weldnet
+	cargo run --release -p vigil-cli -- train --data data/weld/manifest.csv --out target/weldnet --threads 2
+	rm -f models/weldnet.tar
+	cargo run --release -p vigil-cli -- bundle pack target/weldnet --out models/weldnet.tar

@@ -5,6 +5,10 @@
 /// The small reference inspection CNN (random weights; input `[N,1,128,128]`).
 pub const WELDNET_S_ONNX: &[u8] = include_bytes!("../../../testdata/weldnet-s.onnx");
 
+/// The weld model the repository ships (a packed bundle, see models/README.md): trained by
+/// `vigil train` on the GDXray development tiles; `make weld-model` reproduces it.
+pub const SHIPPED_WELD_MODEL: &[u8] = include_bytes!("../../../models/weldnet.tar");
+
 /// The preprocessing declared for weld tiles.
 pub const WELD_PREPROCESS: &str = include_str!("../../../testdata/weld-preprocess.toml");
 

@@ -108,6 +108,8 @@ pub struct ServerSection {
     /// moved by another process ("2s"; "0s" turns the watcher off).
     #[serde(with = "duration_text")]
     pub alias_poll_interval: std::time::Duration,
+    /// Serve the shipped weld model while no model has a `production` alias.
+    pub serve_shipped_model: bool,
 }
 
 /// Durations as text: `"30s"`, `"5ms"`, `"1m 30s"` (humantime).

@@ -16,7 +16,8 @@ Exit codes:
   5   invalid input (bad bundle, manifest, model file, signature, config)
   6   unavailable (database, artifact store or engine library cannot be used)
   70  internal error (a bug: please report it)
-  75  overloaded (try again later)";
+  75  overloaded (try again later)
+  130 interrupted by Ctrl-C (vigil train still writes the best epoch's bundle)";
 
 /// A check ran and found a problem (exit code 1). The problems were already printed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         } else if let Some(e) = cause.downcast_ref::<vigil_core::bundle::Error>() {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<vigil_engine::Error>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<vigil_train::Error>() {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<vigil_runtime::Error>() {
             Some(e.kind())

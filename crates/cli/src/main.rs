@@ -75,6 +75,9 @@ enum Command {
     /// Serve the production version of every model over HTTP (native API, Open Inference
     /// Protocol, /metrics, /healthz, /readyz) until SIGTERM or Ctrl-C.
     Serve(cmd::serve::ServeArgs),
+    /// Train a small CNN on the CPU (or run your own training command) and write a complete
+    /// bundle: ONNX model, threshold for the recall target, golden outputs, evaluation report.
+    Train(Box<cmd::train::TrainArgs>),
     /// The audit log: list entries and verify the hash chain.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -119,6 +122,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Audit(c) => cmd::audit::run(&ctx, c),
         Command::Score(a) => cmd::score::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Train(a) => cmd::train::run(&ctx, *a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::Config => {

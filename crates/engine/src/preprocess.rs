@@ -79,6 +79,33 @@ pub struct TileGrid {
     pub rows: u32,
 }
 
+/// The pixels an augmentation hook may change: `channels` planes of `height × width` values,
+/// still in their native range (see [`Pipeline::run_augmented`]).
+#[derive(Debug)]
+pub struct PixelPlanes<'a> {
+    /// Number of planes.
+    pub channels: usize,
+    /// Rows per plane.
+    pub height: usize,
+    /// Values per row.
+    pub width: usize,
+    /// `channels × height × width` values, plane after plane, rows top to bottom.
+    pub data: &'a mut [f32],
+}
+
+/// Whether a step maps pixel values (rather than decoding, converting, cutting or resizing):
+/// the point where an augmentation of the raw pixels must already have happened.
+fn maps_values(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Window { .. }
+            | Step::PercentileWindow { .. }
+            | Step::Scale { .. }
+            | Step::Normalize { .. }
+            | Step::Standardize { .. }
+    )
+}
+
 /// Planar image: `c` planes of `h × w` values.
 #[derive(Debug, Clone)]
 struct Planes {
@@ -162,7 +189,31 @@ impl Pipeline {
                 "this pipeline tiles images; use run_tiles".into(),
             ));
         }
-        let out = self.execute(encoded)?;
+        let out = self.execute(encoded, None)?;
+        let img =
+            out.images.into_iter().next().ok_or_else(|| {
+                Error::Preprocess("the pipeline made no image; this is a bug".into())
+            })?;
+        Ok(to_tensor(img, out.layout))
+    }
+
+    /// Runs every step on one encoded image like [`Pipeline::run`], calling `augment` once on
+    /// the pixels just before the first step that maps values (window, scale, normalize,
+    /// standardize), or before the layout when there is none. This is how training perturbs
+    /// images (brightness, contrast, noise, flips) in their native range and still goes
+    /// through exactly the declared steps: a per-image `standardize` would otherwise undo any
+    /// brightness or contrast change made after it. The hook must keep the size.
+    pub fn run_augmented(
+        &self,
+        encoded: &[u8],
+        augment: &mut dyn FnMut(PixelPlanes<'_>),
+    ) -> Result<Tensor> {
+        if self.tiles() {
+            return Err(Error::Preprocess(
+                "this pipeline tiles images; training takes single images".into(),
+            ));
+        }
+        let out = self.execute(encoded, Some(augment))?;
         let img =
             out.images.into_iter().next().ok_or_else(|| {
                 Error::Preprocess("the pipeline made no image; this is a bug".into())
@@ -174,7 +225,7 @@ impl Pipeline {
     /// The steps after `tile` run on each tile. A pipeline without `tile` gives one tile: the
     /// whole image, with a grid of one position `(0, 0)` and a tile size of the larger side.
     pub fn run_tiles(&self, encoded: &[u8]) -> Result<Tiled> {
-        let out = self.execute(encoded)?;
+        let out = self.execute(encoded, None)?;
         let grid = match out.grid {
             Some(grid) => grid,
             None => {
@@ -202,12 +253,28 @@ impl Pipeline {
         })
     }
 
-    fn execute(&self, encoded: &[u8]) -> Result<Output> {
+    fn execute(
+        &self,
+        encoded: &[u8],
+        mut augment: Option<&mut dyn FnMut(PixelPlanes<'_>)>,
+    ) -> Result<Output> {
         let before_decode = || Error::Preprocess("a step came before `decode`".into());
         let mut images: Option<Vec<Planes>> = None;
         let mut grid = None;
         let mut layout = Layout::Nchw;
         for step in &self.steps {
+            if (maps_values(step) || matches!(step, Step::Layout { .. }))
+                && let (Some(hook), Some(current)) = (augment.take(), images.as_mut())
+            {
+                for img in current.iter_mut() {
+                    hook(PixelPlanes {
+                        channels: img.c,
+                        height: img.h,
+                        width: img.w,
+                        data: &mut img.data,
+                    });
+                }
+            }
             match step {
                 Step::Decode => images = Some(vec![decode::decode(encoded, &self.limits)?]),
                 Step::Layout { order } => layout = *order,
@@ -521,6 +588,41 @@ mod tests {
     const NCHW: Step = Step::Layout {
         order: Layout::Nchw,
     };
+
+    #[test]
+    fn augmentation_runs_on_native_values_before_the_value_steps() {
+        let img = ImageBuffer::from_fn(4, 2, |x, y| Luma([(x * 40 + y * 10) as u8]));
+        let steps = vec![
+            Step::Decode,
+            Step::Grey,
+            Step::Standardize { eps: 1e-6 },
+            NCHW,
+        ];
+        let pipeline = Pipeline::from_steps(steps, Limits::default());
+        let plain = pipeline.run(&png(&img)).unwrap();
+        let mut seen = Vec::new();
+        // Brightness and contrast changes happen before `standardize`, which undoes them.
+        let jittered = pipeline
+            .run_augmented(&png(&img), &mut |p: PixelPlanes<'_>| {
+                seen = p.data.to_vec();
+                assert_eq!((p.channels, p.height, p.width), (1, 2, 4));
+                p.data.iter_mut().for_each(|v| *v = *v * 1.5 + 20.0);
+            })
+            .unwrap();
+        assert_eq!(seen[..4], [0.0, 40.0, 80.0, 120.0], "native 0-255 values");
+        for (a, b) in plain.data.iter().zip(&jittered.data) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // A horizontal flip shows in the output.
+        let flipped = pipeline
+            .run_augmented(&png(&img), &mut |p: PixelPlanes<'_>| {
+                let w = p.width;
+                p.data.chunks_exact_mut(w).for_each(|row| row.reverse());
+            })
+            .unwrap();
+        assert_eq!(flipped.data[0], plain.data[3]);
+        assert_ne!(flipped.data, plain.data);
+    }
 
     #[test]
     fn grey_uses_bt601_luma_and_keeps_the_8_bit_range() {

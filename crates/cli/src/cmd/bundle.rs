@@ -281,6 +281,23 @@ struct PreprocessFile {
     preprocess: Vec<Step>,
 }
 
+/// Parses a preprocessing file's text (`[[preprocess]]` tables).
+pub fn parse_preprocess(text: &str) -> Result<Vec<Step>, bundle::Error> {
+    toml::from_str::<PreprocessFile>(text)
+        .map(|f| f.preprocess)
+        .map_err(|e| bundle::Error::ManifestInvalid {
+            field: "preprocess".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Reads a preprocessing file (`[[preprocess]]` tables).
+pub fn read_preprocess(path: &Path) -> anyhow::Result<Vec<Step>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_preprocess(&text).with_context(|| format!("preprocessing file {}", path.display()))
+}
+
 /// Makes a bundle as `args` describe; used by `bundle create` and the demo.
 pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
     if args.out.exists() {
@@ -300,17 +317,7 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
         .context("the model has no input")?
         .clone();
     let preprocess = match &args.preprocess {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let file: PreprocessFile = toml::from_str(&text)
-                .map_err(|e| bundle::Error::ManifestInvalid {
-                    field: "preprocess".into(),
-                    reason: e.to_string(),
-                })
-                .with_context(|| format!("preprocessing file {}", path.display()))?;
-            file.preprocess
-        }
+        Some(path) => read_preprocess(path)?,
         None => default_preprocess(&input.shape),
     };
     let embedding = match &args.embedding_output {

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod models;
 pub mod score;
 pub mod serve;
+pub mod train;
 
 use crate::config::Config;
 

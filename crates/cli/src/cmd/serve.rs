@@ -106,7 +106,17 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     .with_registry(registry.clone())
     .with_bundle_check(bundle_check(ctx)?);
 
-    let bundles = production_bundles(ctx, registry.as_ref(), &state).await?;
+    let mut bundles = production_bundles(ctx, registry.as_ref(), &state).await?;
+    if bundles.is_empty() && state.readiness().snapshot().is_empty() && s.serve_shipped_model {
+        let b = shipped_bundle(ctx).context("the shipped weld model does not verify")?;
+        tracing::info!(
+            model = %b.manifest.model.name,
+            version = %b.manifest.model.version,
+            "No model has a {SERVED_ALIAS} alias: serving the weld model this build ships until \
+             one does (server.serve_shipped_model = false turns this off)."
+        );
+        bundles.push(b);
+    }
     if bundles.is_empty() && state.readiness().snapshot().is_empty() {
         tracing::warn!(
             "No model has a {SERVED_ALIAS} alias: serving nothing, and /readyz answers 503. \
@@ -221,6 +231,21 @@ async fn production_bundles(
         }
     }
     Ok(out)
+}
+
+/// The weld model compiled into the binary, verified like a registry bundle.
+fn shipped_bundle(ctx: &Context) -> anyhow::Result<BundleFiles> {
+    let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
+    let archive = dir.path().join("weldnet.tar");
+    std::fs::write(&archive, crate::assets::SHIPPED_WELD_MODEL)
+        .context("cannot write the shipped model")?;
+    let bundle = Bundle::open(&archive)?;
+    let opts = VerifyOptions {
+        golden: false,
+        ..VerifyOptions::from_config(ctx, &[], false)?
+    };
+    verify_bundle(ctx, &bundle, &opts)?;
+    Ok(BundleFiles::from_bundle(&bundle)?)
 }
 
 /// The check a bundle passes before a moved alias deploys it: the same as at start-up.

@@ -9,3 +9,4 @@ mod config;
 mod registry;
 mod score;
 mod serve;
+mod train;

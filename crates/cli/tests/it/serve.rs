@@ -99,12 +99,38 @@ fn serve_answers_a_predict_and_exits_cleanly_on_sigterm() {
 #[test]
 fn serve_with_no_model_in_production_starts_and_says_why_it_is_not_ready() {
     let env = Env::new();
-    let (server, addr) = start(&env);
+    let (server, addr) = start_with(&env, &[("VIGIL__SERVER__SERVE_SHIPPED_MODEL", "false")]);
     let (status, body) = http(&addr, "GET", "/readyz", "text/plain", b"");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("production"), "{body}");
     let (status, _) = http(&addr, "GET", "/healthz", "text/plain", b"");
     assert_eq!(status, 200);
+    stop(server, &env);
+}
+
+#[test]
+fn a_fresh_install_serves_the_shipped_weld_model() {
+    let env = Env::new();
+    let (server, addr) = start(&env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(&addr, "GET", "/readyz", "text/plain", b"").0 != 200 {
+        assert!(Instant::now() < deadline, "the shipped model never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tile = std::fs::read(testdata().join("weld/RRT-106R_x0064_y0227.png")).unwrap();
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/models/weldnet/predict",
+        "image/png",
+        &tile,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["model"], "weldnet");
+    assert_eq!(v["version"], "1.0.0");
+    let p = v["probabilities"]["defect"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{body}");
     stop(server, &env);
 }
 

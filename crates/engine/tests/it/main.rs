@@ -4,6 +4,7 @@
 //! are typed errors, the same on each engine.
 #![allow(clippy::unwrap_used)]
 
+mod onnx_export;
 mod preprocessing;
 
 use std::path::{Path, PathBuf};

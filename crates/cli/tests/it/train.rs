@@ -1,0 +1,93 @@
+//! `vigil train` end to end: exit codes, bad data refused before training, a quick real run.
+
+use std::path::Path;
+
+use crate::common::*;
+
+/// A few real weld tiles: two training films, one validation film, with a manifest.
+fn tiny_dataset(env: &Env) -> std::path::PathBuf {
+    let weld = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weld");
+    let dir = env.path("tiles");
+    let mut csv = String::from("path,label,split\n");
+    for (split, film) in [("train", "RRT-13R"), ("train", "RRT-28R"), ("val", "RRT-106R")] {
+        for label in ["defect", "no_defect"] {
+            let src = weld.join(split).join(label);
+            let mut names: Vec<String> = std::fs::read_dir(&src)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with(&format!("{film}_x")))
+                .collect();
+            names.sort();
+            std::fs::create_dir_all(dir.join(split).join(label)).unwrap();
+            for n in names.iter().take(4) {
+                std::fs::copy(src.join(n), dir.join(split).join(label).join(n)).unwrap();
+                csv.push_str(&format!("{split}/{label}/{n},{label},{split}\n"));
+            }
+        }
+    }
+    std::fs::write(dir.join("manifest.csv"), csv).unwrap();
+    dir.join("manifest.csv")
+}
+
+#[test]
+fn train_writes_a_bundle_that_verifies_and_prints_the_validation_summary() {
+    let env = Env::new();
+    let data = tiny_dataset(&env);
+    let out = env.path("model");
+    env.run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--arch",
+        "weldnet-xs",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok()
+    .says("ROC-AUC")
+    .says("RRT-106R")
+    .says("report.html");
+    env.run(&["bundle", "verify", out.to_str().unwrap()]).ok();
+    // The bundle can be pushed like any other.
+    env.run(&["models", "push", out.to_str().unwrap()]).ok();
+    // The same output again is a conflict, and nothing is overwritten.
+    env.run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--arch",
+        "weldnet-xs",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .code(4)
+    .says("already exists");
+}
+
+#[test]
+fn bad_data_and_bad_settings_are_refused_with_clear_errors() {
+    let env = Env::new();
+    let data = tiny_dataset(&env);
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&data, format!("{text}train/defect/missing.png,defect,train\n")).unwrap();
+    env.run(&["train", "--data", data.to_str().unwrap(), "--out", "o"])
+        .code(5)
+        .says("missing.png: cannot read it");
+    env.run(&["train", "--data", "nowhere.csv", "--out", "o"])
+        .code(3)
+        .says("no dataset");
+    env.run(&[
+        "train", "--data", data.to_str().unwrap(), "--out", "o", "--arch", "vgg",
+    ])
+    .code(5)
+    .says("unknown architecture");
+    assert!(!env.path("o").exists());
+    env.run(&["train", "--help"])
+        .ok()
+        .says("--command")
+        .says("Splits go by film");
+}

@@ -407,11 +407,69 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
     );
 
     section(
+        "9. The trained weld model (vigil train)",
+        "The model this build ships was trained in Rust by `vigil train` on real GDXray weld\n\
+         tiles, split by film (neighbouring tiles overlap, so a random split would leak). Its\n\
+         threshold was chosen on the validation films for a defect recall of 0.95, with a\n\
+         review band around it for inspectors. Its report travels inside the bundle.",
+    );
+    let shipped = work.join("weldnet-trained.tar");
+    std::fs::write(&shipped, assets::SHIPPED_WELD_MODEL)?;
+    let trained = Bundle::open(&shipped)?;
+    let report: vigil_train::TrainReport =
+        serde_json::from_slice(&trained.read_file(vigil_core::bundle::REPORT_FILE)?)
+            .context("the shipped model's report")?;
+    let v = &report.validation;
+    let num = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.3}"));
+    println!(
+        "   validation films {}: ROC-AUC {:.3}, PR-AUC {:.3}",
+        report.dataset.val_films.join(", "),
+        v.roc_auc,
+        v.pr_auc
+    );
+    println!(
+        "   threshold {:.3}: defect recall {}, false-positive rate {}; review band [{:.3}, {:.3}]",
+        v.threshold,
+        num(v.counts.recall),
+        num(v.counts.fpr),
+        v.review_band[0],
+        v.review_band[1]
+    );
+    for g in &v.per_group {
+        println!(
+            "   film {:<9} recall {} fpr {} (its own threshold would be {})",
+            g.group,
+            num(g.recall_at_global),
+            num(g.fpr_at_global),
+            g.threshold_for_target
+                .map_or("-".to_owned(), |t| format!("{t:.3}"))
+        );
+    }
+    println!("   the same six tiles, scored by the trained model:");
+    score::run(
+        ctx,
+        ScoreArgs {
+            inputs: vec![work.join("inputs/tiles.csv").display().to_string()],
+            model: None,
+            bundle: Some(shipped),
+            out: work.join("scores-trained.csv"),
+            resume: false,
+            overwrite: false,
+            batch_size: 16,
+            jobs: None,
+            instances: None,
+            heatmap: None,
+            json: false,
+        },
+    )?;
+
+    section(
         "What you just saw, by chapter section",
         "Packaging a model: 1-3 (weights + exact preprocessing + golden outputs, signed, verified).\n\
          Pinning: Cargo.lock and rust-toolchain.toml pin Vigil; the manifest pins the engine and opset.\n\
          Registry and artifact storage: 4-6 (immutable versions, aliases, audit log).\n\
-         Serving predictions: 7-8 (batch scoring; real-time serving is next).",
+         Serving predictions: 7-8 (batch scoring; `vigil serve` is the real-time API).\n\
+         Training and evaluation: 9 (split by film, threshold for a recall target, report).",
     );
 
     section(

@@ -8,13 +8,14 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-venv="$root/target/oip-venv"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="$target/oip-venv"
 if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import tritonclient.http, PIL" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/oip/requirements.txt
 fi
 cargo build --quiet --locked -p vigil-cli
-vigil="$root/target/debug/vigil"
+vigil="$target/debug/vigil"
 work="$(mktemp -d)"
 server_pid=""
 cleanup() {

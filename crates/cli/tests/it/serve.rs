@@ -114,7 +114,10 @@ fn a_fresh_install_serves_the_shipped_weld_model() {
     let (server, addr) = start(&env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while http(&addr, "GET", "/readyz", "text/plain", b"").0 != 200 {
-        assert!(Instant::now() < deadline, "the shipped model never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "the shipped model never became ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let tile = std::fs::read(testdata().join("weld/RRT-106R_x0064_y0227.png")).unwrap();

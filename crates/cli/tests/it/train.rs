@@ -9,7 +9,11 @@ fn tiny_dataset(env: &Env) -> std::path::PathBuf {
     let weld = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weld");
     let dir = env.path("tiles");
     let mut csv = String::from("path,label,split\n");
-    for (split, film) in [("train", "RRT-13R"), ("train", "RRT-28R"), ("val", "RRT-106R")] {
+    for (split, film) in [
+        ("train", "RRT-13R"),
+        ("train", "RRT-28R"),
+        ("val", "RRT-106R"),
+    ] {
         for label in ["defect", "no_defect"] {
             let src = weld.join(split).join(label);
             let mut names: Vec<String> = std::fs::read_dir(&src)
@@ -73,7 +77,11 @@ fn bad_data_and_bad_settings_are_refused_with_clear_errors() {
     let env = Env::new();
     let data = tiny_dataset(&env);
     let text = std::fs::read_to_string(&data).unwrap();
-    std::fs::write(&data, format!("{text}train/defect/missing.png,defect,train\n")).unwrap();
+    std::fs::write(
+        &data,
+        format!("{text}train/defect/missing.png,defect,train\n"),
+    )
+    .unwrap();
     env.run(&["train", "--data", data.to_str().unwrap(), "--out", "o"])
         .code(5)
         .says("missing.png: cannot read it");
@@ -81,7 +89,13 @@ fn bad_data_and_bad_settings_are_refused_with_clear_errors() {
         .code(3)
         .says("no dataset");
     env.run(&[
-        "train", "--data", data.to_str().unwrap(), "--out", "o", "--arch", "vgg",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        "o",
+        "--arch",
+        "vgg",
     ])
     .code(5)
     .says("unknown architecture");

@@ -20,7 +20,10 @@ fn train_err(data: std::path::PathBuf) -> (Error, std::path::PathBuf, tempfile::
 }
 
 fn problems(err: &Error) -> String {
-    assert!(matches!(err, Error::Data { .. } | Error::NotFound(_)), "{err}");
+    assert!(
+        matches!(err, Error::Data { .. } | Error::NotFound(_)),
+        "{err}"
+    );
     err.to_string()
 }
 

@@ -46,10 +46,14 @@ fn check(arch: &str) {
     let tensors = inputs(6);
     let refs: Vec<_> = tensors.iter().collect();
     let batch = Batch::stack(&refs).unwrap();
-    let expected: Vec<f32> = predict(&net, &batch.data, [1, 128, 128])
-        .unwrap()
-        .concat();
-    let model = to_onnx(&net, arch, [1, 128, 128], &["defect".into(), "no_defect".into()]).unwrap();
+    let expected: Vec<f32> = predict(&net, &batch.data, [1, 128, 128]).unwrap().concat();
+    let model = to_onnx(
+        &net,
+        arch,
+        [1, 128, 128],
+        &["defect".into(), "no_defect".into()],
+    )
+    .unwrap();
     let mut kinds = vec![EngineKind::OnnxRuntime];
     if cfg!(feature = "tract") {
         kinds.push(EngineKind::Tract);
@@ -74,7 +78,12 @@ fn check(arch: &str) {
         .concat();
     assert_eq!(again, expected);
     fresh_device = Device::flex();
-    let other = Arch::by_name(if arch.name == "weldnet-xs" { "weldnet-s" } else { "weldnet-xs" }).unwrap();
+    let other = Arch::by_name(if arch.name == "weldnet-xs" {
+        "weldnet-s"
+    } else {
+        "weldnet-xs"
+    })
+    .unwrap();
     assert!(load_weights(other.init(1, 2, &fresh_device, 99), &model, &fresh_device).is_err());
 }
 

@@ -14,9 +14,13 @@ use crate::common;
 fn model_file(dir: &std::path::Path) -> std::path::PathBuf {
     let arch = Arch::by_name("weldnet-xs").unwrap();
     let net = arch.init(1, 2, &Device::flex(), 1);
-    let bytes =
-        vigil_train::export::to_onnx(&net, arch, [1, 128, 128], &["defect".into(), "no_defect".into()])
-            .unwrap();
+    let bytes = vigil_train::export::to_onnx(
+        &net,
+        arch,
+        [1, 128, 128],
+        &["defect".into(), "no_defect".into()],
+    )
+    .unwrap();
     let path = dir.join("their-model.onnx");
     std::fs::write(&path, bytes).unwrap();
     path
@@ -68,7 +72,10 @@ fn a_failing_command_or_a_missing_model_writes_nothing() {
     for (script, says) in [
         ("exit 3", "failed"),
         ("true", "wrote no model"),
-        ("echo nonsense > \"$VIGIL_OUTPUT\"", "not a valid ONNX model"),
+        (
+            "echo nonsense > \"$VIGIL_OUTPUT\"",
+            "not a valid ONNX model",
+        ),
     ] {
         let err = train_external(
             &common::request(data.clone(), out.clone()),

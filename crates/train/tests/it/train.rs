@@ -130,7 +130,10 @@ fn interrupting_keeps_the_best_epoch_and_fine_tuning_starts_from_it() {
     bad.init = Some(first);
     let err = vigil_train::train(&bad, &Quiet, &AtomicBool::new(false)).unwrap_err();
     assert!(
-        matches!(&err, Error::Data { .. }) && err.to_string().contains("\"porosity\" is not one of the model's labels"),
+        matches!(&err, Error::Data { .. })
+            && err
+                .to_string()
+                .contains("\"porosity\" is not one of the model's labels"),
         "{err}"
     );
     assert!(!dir.path().join("bad").exists());

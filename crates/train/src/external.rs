@@ -23,7 +23,9 @@ use std::sync::atomic::AtomicBool;
 
 use vigil_engine::preprocess::{Limits, Pipeline};
 
-use crate::{Error, Outcome, Request, Result, Stop, data, package, positive_index, preflight};
+use crate::{
+    Error, Outcome, Request, Result, Stop, Trained, data, finish, positive_index, preflight,
+};
 
 /// Runs `command` (through `sh -c`) and packages its model.
 pub fn train_external(req: &Request, command: &str, _stop: &AtomicBool) -> Result<Outcome> {
@@ -99,29 +101,20 @@ pub fn train_external(req: &Request, command: &str, _stop: &AtomicBool) -> Resul
     let mut training = BTreeMap::new();
     training.insert("command".into(), command.to_owned());
     training.insert("seed".into(), req.train.seed.to_string());
-    let (bundle, report) = package::package(
-        package::PackageInput {
+    finish(
+        req,
+        &data,
+        positive,
+        Trained {
             model,
-            name: req.name.clone(),
-            version: req.version.clone(),
-            actor: req.actor.clone(),
             preprocess: req.preprocess.clone(),
-            data: &data,
-            positive,
-            target_recall: req.target_recall,
             trainer: "external".into(),
             training,
             history: Vec::new(),
-            reference_probabilities: None,
-            engine: req.engine.clone(),
+            reference: None,
+            stop: Stop::Completed,
         },
-        &req.out,
-    )?;
-    Ok(Outcome {
-        bundle,
-        report,
-        stop: Stop::Completed,
-    })
+    )
 }
 
 fn toml_of<T: serde::Serialize>(value: &T) -> Result<String> {

@@ -200,20 +200,49 @@ pub fn train(req: &Request, progress: &dyn Progress, stop: &AtomicBool) -> Resul
     if let Some(i) = &init {
         training.insert("init".into(), i.digest.clone());
     }
-    let (bundle, report) = package::package(
-        package::PackageInput {
+    finish(
+        req,
+        &data,
+        positive,
+        Trained {
             model,
-            name: req.name.clone(),
-            version: req.version.clone(),
-            actor: req.actor.clone(),
             preprocess,
-            data: &data,
-            positive,
-            target_recall: req.target_recall,
             trainer: format!("vigil-train {}", arch.name),
             training,
             history: fitted.history.clone(),
-            reference_probabilities: Some(reference),
+            reference: Some(reference),
+            stop: fitted.stop,
+        },
+    )
+}
+
+/// What a trainer (built-in or external) made, before packaging.
+struct Trained {
+    model: Vec<u8>,
+    preprocess: Vec<Step>,
+    trainer: String,
+    training: BTreeMap<String, String>,
+    history: Vec<vigil_core::eval::EpochRecord>,
+    reference: Option<Vec<Vec<f32>>>,
+    stop: Stop,
+}
+
+/// Evaluates and packages what a trainer made, as `req` asks.
+fn finish(req: &Request, data: &data::Dataset, positive: usize, t: Trained) -> Result<Outcome> {
+    let (bundle, report) = package::package(
+        package::PackageInput {
+            model: t.model,
+            name: req.name.clone(),
+            version: req.version.clone(),
+            actor: req.actor.clone(),
+            preprocess: t.preprocess,
+            data,
+            positive,
+            target_recall: req.target_recall,
+            trainer: t.trainer,
+            training: t.training,
+            history: t.history,
+            reference_probabilities: t.reference,
             engine: req.engine.clone(),
         },
         &req.out,
@@ -221,7 +250,7 @@ pub fn train(req: &Request, progress: &dyn Progress, stop: &AtomicBool) -> Resul
     Ok(Outcome {
         bundle,
         report,
-        stop: fitted.stop,
+        stop: t.stop,
     })
 }
 

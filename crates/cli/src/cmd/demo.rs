@@ -349,21 +349,12 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
          defect / no_defect; this random reference model knows other names, so the matrix\n\
          shows the machinery, not a result.)",
     );
-    score::run(
+    score_tiles(
         ctx,
-        ScoreArgs {
-            inputs: vec![work.join("inputs/tiles.csv").display().to_string()],
-            model: Some("weldnet@production".parse()?),
-            bundle: None,
-            out: work.join("scores.csv"),
-            resume: false,
-            overwrite: false,
-            batch_size: 16,
-            jobs: None,
-            instances: None,
-            heatmap: None,
-            json: false,
-        },
+        work,
+        Some("weldnet@production".parse()?),
+        None,
+        "scores.csv",
     )?;
 
     section(
@@ -446,22 +437,7 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
         );
     }
     println!("   the same six tiles, scored by the trained model:");
-    score::run(
-        ctx,
-        ScoreArgs {
-            inputs: vec![work.join("inputs/tiles.csv").display().to_string()],
-            model: None,
-            bundle: Some(shipped),
-            out: work.join("scores-trained.csv"),
-            resume: false,
-            overwrite: false,
-            batch_size: 16,
-            jobs: None,
-            instances: None,
-            heatmap: None,
-            json: false,
-        },
-    )?;
+    score_tiles(ctx, work, None, Some(shipped), "scores-trained.csv")?;
 
     section(
         "What you just saw, by chapter section",
@@ -478,6 +454,33 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
          human review, retraining and shadow/canary rollout are the next stages of the loop;\n\
          they will appear here as they are built.",
     );
+    Ok(())
+}
+
+/// Scores the six demo tiles (with their expert labels) with a registry model or a bundle.
+fn score_tiles(
+    ctx: &Context,
+    work: &Path,
+    model: Option<vigil_core::types::ModelRef>,
+    bundle: Option<PathBuf>,
+    out: &str,
+) -> anyhow::Result<()> {
+    score::run(
+        ctx,
+        ScoreArgs {
+            inputs: vec![work.join("inputs/tiles.csv").display().to_string()],
+            model,
+            bundle,
+            out: work.join(out),
+            resume: false,
+            overwrite: false,
+            batch_size: 16,
+            jobs: None,
+            instances: None,
+            heatmap: None,
+            json: false,
+        },
+    )?;
     Ok(())
 }
 

@@ -105,3 +105,54 @@ fn bad_data_and_bad_settings_are_refused_with_clear_errors() {
         .says("--command")
         .says("Splits go by film");
 }
+
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_best_epoch() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    let env = Env::new();
+    let data = tiny_dataset(&env);
+    let out = env.path("model");
+    let mut child = env
+        .cmd()
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--arch",
+            "weldnet-xs",
+            "--epochs",
+            "100000",
+            "--patience",
+            "100000",
+            "--batch-size",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first finished epoch, then press Ctrl-C (SIGINT).
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("epoch ") || !line.contains("val ROC-AUC") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no epoch finished");
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("holds the best epoch so far"), "{rest}");
+    env.run(&["bundle", "verify", out.to_str().unwrap()]).ok();
+}

@@ -139,7 +139,10 @@ fn ctrl_c_stops_training_and_keeps_the_best_epoch() {
     let mut line = String::new();
     while !line.starts_with("epoch ") || !line.contains("val ROC-AUC") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no epoch finished");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no epoch finished"
+        );
     }
     let pid = child.id().to_string();
     assert!(

@@ -8,6 +8,7 @@
 //! the body ([`ErrorBody`] travels as an extension for that).
 
 use axum::Json;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use serde::Serialize;
 use vigil_core::ErrorKind;
 
 /// What the client is told for an internal error; the detail goes to the log only.
-const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
+pub(crate) const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
 
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +127,19 @@ impl From<BytesRejection> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(r: MultipartRejection) -> Self {
+        rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        // 413 when the form is over the body limit, else a malformed form (400).
+        rejection(e.status(), e.body_text())
     }
 }
 

@@ -2,7 +2,10 @@
 //!
 //! - [`app`] builds the router from an [`AppState`]; tests drive it in process with
 //!   `tower::ServiceExt::oneshot`, and [`serve`] runs it on a socket with graceful shutdown.
-//! - `routes::predict`: the native API (`POST /v1/models/{name}/predict`, raw image body).
+//! - `routes::predict`: the native API (`POST /v1/models/{name}/predict`, raw image body,
+//!   or several images as `multipart/form-data` through `routes::multipart`).
+//! - `routes::table`: every route, the one list [`app`] registers.
+//! - [`openapi`]: `GET /openapi.json`, the OpenAPI 3.1 document of every route.
 //! - `routes::ops`: `/healthz`, `/readyz`, `/metrics`, `GET /v1/models`.
 //! - `routes::v2`, `routes::v2_infer`: the Open Inference Protocol (KServe v2): health,
 //!   metadata, readiness, and infer on FP32 tensors or encoded images (BYTES), in JSON or
@@ -20,6 +23,7 @@
 //! runtime's preprocess pool does).
 
 pub mod error;
+pub mod openapi;
 pub mod promote;
 pub mod request_id;
 pub mod routes;
@@ -29,7 +33,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
 use vigil_core::types::ModelName;
 use vigil_runtime::{BundleFiles, Infer};
 
@@ -165,43 +168,11 @@ pub async fn deploy(
 /// The router: every route, the body limit, and the request-id middleware.
 pub fn app(state: AppState) -> Router {
     let limit = state.limits.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(routes::ops::healthz))
-        .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics))
-        .route("/v1/models", get(routes::ops::models))
-        .route("/v1/models/{name}/predict", post(routes::predict::latest))
-        .route(
-            "/v1/models/{name}/versions/{version}/predict",
-            post(routes::predict::versioned),
-        )
-        .route(
-            "/v1/models/{name}/aliases/{alias}",
-            put(routes::admin::set_alias),
-        )
-        .route("/v2", get(routes::v2::server_metadata))
-        .route("/v2/health/live", get(routes::v2::live))
-        .route("/v2/health/ready", get(routes::v2::ready))
-        .route("/v2/models/{name}", get(routes::v2::model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(routes::v2::model_metadata_versioned),
-        )
-        .route("/v2/models/{name}/ready", get(routes::v2::model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(routes::v2::model_ready_versioned),
-        )
-        .route("/v2/models/{name}/stats", get(routes::v2::model_stats))
-        .route(
-            "/v2/models/{name}/versions/{version}/stats",
-            get(routes::v2::model_stats_versioned),
-        )
-        .route("/v2/models/{name}/infer", post(routes::v2_infer::infer))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(routes::v2_infer::infer_versioned),
-        )
+    let mut router = Router::new();
+    for r in routes::table() {
+        router = router.route(r.path, r.handler);
+    }
+    router
         .fallback(routes::ops::no_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(request_id::middleware))

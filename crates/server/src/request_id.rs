@@ -2,6 +2,10 @@
 //! `x-request-id` (or makes one), runs the request in a span that carries it, echoes it in
 //! the response header and in JSON error bodies, and logs internal errors once (the only
 //! place that does; `ApiError::into_response` never logs).
+//!
+//! The span's `request_id` field is what puts the id on every log line of the request: the
+//! JSON formatter (`log.format = "json"`) writes the current span's fields under `span` and
+//! `spans` (tested in `tests/it/logs.rs`).
 
 use std::time::Instant;
 

@@ -1,7 +1,10 @@
-//! The route handlers, one module per API: `predict` (native), `ops` (health, readiness,
-//! metrics, model list), `admin` (alias moves) and `v2` (Open Inference Protocol). Shared lookups live here.
+//! The route handlers, one module per API: `predict` (native; `multipart` for several
+//! images), `ops` (health, readiness, metrics, model list), `admin` (alias moves) and `v2`
+//! (Open Inference Protocol). The route table ([`table`], the one list `app()` and the
+//! OpenAPI test read) and shared lookups live here.
 
 pub mod admin;
+pub mod multipart;
 pub mod ops;
 pub mod predict;
 pub mod v2;
@@ -9,10 +12,111 @@ pub mod v2_infer;
 
 use std::sync::Arc;
 
+use axum::handler::Handler;
+use axum::routing::{MethodRouter, get, post, put};
 use vigil_core::types::{ModelName, ModelVersion};
 use vigil_runtime::{Deployment, Infer};
 
-use crate::ApiError;
+use crate::{ApiError, AppState};
+
+/// The HTTP methods the router serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+}
+
+impl Method {
+    /// The method as OpenAPI names it in a path item (`get`, `post`, `put`).
+    pub fn as_openapi(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+        }
+    }
+}
+
+/// One route: a method on a path template, and its handler.
+#[derive(Debug)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path template, in axum's (and OpenAPI's) `{param}` syntax.
+    pub path: &'static str,
+    /// The handler, as a method router for `method` only.
+    pub handler: MethodRouter<AppState>,
+}
+
+/// A route of `handler` for `method` on `path`.
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let handler = match method {
+        Method::Get => get(handler),
+        Method::Post => post(handler),
+        Method::Put => put(handler),
+    };
+    Route {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Every route the server serves: the one list `app()` registers, so that what is
+/// documented (`/openapi.json`, checked against this list by a test) cannot drift from what
+/// is served.
+pub fn table() -> Vec<Route> {
+    use Method::{Get, Post, Put};
+    vec![
+        route(Get, "/healthz", ops::healthz),
+        route(Get, "/readyz", ops::readyz),
+        route(Get, "/metrics", ops::metrics),
+        route(Get, "/openapi.json", crate::openapi::document),
+        route(Get, "/v1/models", ops::models),
+        route(Post, "/v1/models/{name}/predict", predict::latest),
+        route(
+            Post,
+            "/v1/models/{name}/versions/{version}/predict",
+            predict::versioned,
+        ),
+        route(Put, "/v1/models/{name}/aliases/{alias}", admin::set_alias),
+        route(Get, "/v2", v2::server_metadata),
+        route(Get, "/v2/health/live", v2::live),
+        route(Get, "/v2/health/ready", v2::ready),
+        route(Get, "/v2/models/{name}", v2::model_metadata),
+        route(
+            Get,
+            "/v2/models/{name}/versions/{version}",
+            v2::model_metadata_versioned,
+        ),
+        route(Get, "/v2/models/{name}/ready", v2::model_ready),
+        route(
+            Get,
+            "/v2/models/{name}/versions/{version}/ready",
+            v2::model_ready_versioned,
+        ),
+        route(Get, "/v2/models/{name}/stats", v2::model_stats),
+        route(
+            Get,
+            "/v2/models/{name}/versions/{version}/stats",
+            v2::model_stats_versioned,
+        ),
+        route(Post, "/v2/models/{name}/infer", v2_infer::infer),
+        route(
+            Post,
+            "/v2/models/{name}/versions/{version}/infer",
+            v2_infer::infer_versioned,
+        ),
+    ]
+}
 
 /// Parses a model name from the path; a name that cannot exist is not found.
 pub fn model_name(raw: &str) -> Result<ModelName, ApiError> {

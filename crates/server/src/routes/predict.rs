@@ -1,25 +1,27 @@
 //! The native API: `POST /v1/models/{name}/predict` (and `.../versions/{version}/predict`)
-//! with one encoded image as the body. The handlers parse HTTP; `predict` does the work
-//! (content type, deployment lookup, `Infer::classify`, shaping the answer).
+//! with one encoded image as the body, or several as `multipart/form-data` (read by
+//! [`super::multipart`]). The handlers parse HTTP; `predict` does the work (content type,
+//! deployment lookup, `Infer::classify`, shaping the answer).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, FromRequest as _, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
-use vigil_runtime::{Classified, Timings};
+use vigil_core::types::ModelName;
+use vigil_runtime::{Classified, Deployment, Timings};
 
+use crate::routes::multipart;
 use crate::routes::{check_version, deployment, model_name};
 use crate::{ApiError, AppState, RequestId};
 
 /// Content types of encoded images the preprocessing decodes (it sniffs the format from the
 /// bytes; the header only has to say "an image").
-const IMAGE_TYPES: [&str; 6] = [
+pub(crate) const IMAGE_TYPES: [&str; 6] = [
     "image/png",
     "image/jpeg",
     "image/tiff",
@@ -89,10 +91,9 @@ pub async fn latest(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    predict(&state, &name, None, id, &headers, body?).await
+    predict(&state, &name, None, id, req).await
 }
 
 /// `POST /v1/models/{name}/versions/{version}/predict`
@@ -100,42 +101,74 @@ pub async fn versioned(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    predict(&state, &name, Some(&version), id, &headers, body?).await
+    predict(&state, &name, Some(&version), id, req).await
 }
 
-/// Classifies one encoded image and shapes the answer.
+/// Reads the body as one encoded image or as a multipart form of several, and answers.
 async fn predict(
     state: &AppState,
     name: &str,
     version: Option<&str>,
     id: RequestId,
-    headers: &HeaderMap,
-    body: Bytes,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    check_content_type(headers)?;
+    if multipart::is_multipart(req.headers()) {
+        let name = model_name(name)?;
+        // Not found before the parts are read: no point reading images for nobody.
+        deployment(state.infer(), &name, version)?;
+        let form = Multipart::from_request(req, state).await?;
+        let parts = multipart::read(form).await?;
+        let results = multipart::classify(state, &name, version, &id, parts).await;
+        return Ok(Json(multipart::MultiPredictResponse {
+            request_id: id.0,
+            results,
+        })
+        .into_response());
+    }
+    let headers = req.headers().clone();
+    let body = Bytes::from_request(req, state).await?;
+    check_content_type(&headers)?;
     let name = model_name(name)?;
+    let (body, timings) = classify_one(state, &name, version, &id, body).await?;
+    let mut response = Json(body).into_response();
+    timing_headers(response.headers_mut(), &timings);
+    Ok(response)
+}
+
+/// Classifies one encoded image and shapes its answer; the timings come back for headers.
+pub(crate) async fn classify_one(
+    state: &AppState,
+    name: &ModelName,
+    version: Option<&str>,
+    id: &RequestId,
+    image: Bytes,
+) -> Result<(PredictResponse, Timings), ApiError> {
     let infer = state.infer();
-    let before = deployment(infer, &name, version)?;
-    let c = infer.classify(&name, body, None).await?;
-    check_version(&name, &c.version, version)?;
+    let before = deployment(infer, name, version)?;
+    let c = infer.classify(name, image, None).await?;
+    check_version(name, &c.version, version)?;
     // The labels of the version that answered: normally the one looked up before, unless
     // a swap happened while the request ran.
     let d = if c.version == *before.version() {
         before
     } else {
-        deployment(infer, &name, Some(c.version.as_str()))?
+        deployment(infer, name, Some(c.version.as_str()))?
     };
+    Ok((answer(&d, id, &c), c.timings))
+}
+
+/// The native answer for one classified image, labelled by the deployment that answered.
+fn answer(d: &Deployment, id: &RequestId, c: &Classified) -> PredictResponse {
     let labels = &d.manifest().model.labels;
     let probabilities = c
         .outputs
         .get(&d.manifest().roles.probabilities)
         .map(|t| t.item(c.verdict_row))
         .unwrap_or_default();
-    let body = PredictResponse {
-        request_id: id.0,
+    PredictResponse {
+        request_id: id.0.clone(),
         model: c.model.to_string(),
         version: c.version.to_string(),
         bundle: c.bundle.to_string(),
@@ -158,11 +191,8 @@ async fn predict(
             total: ms(c.timings.total),
         },
         batch_size: c.batch_size,
-        tiles: tiles(&c),
-    };
-    let mut response = Json(body).into_response();
-    timing_headers(response.headers_mut(), &c.timings);
-    Ok(response)
+        tiles: tiles(c),
+    }
 }
 
 /// 415 unless the body is declared as an image this server decodes.
@@ -171,13 +201,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = raw
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if IMAGE_TYPES.contains(&essence.as_str()) {
+    if is_image_type(raw) {
         return Ok(());
     }
     let got = if raw.is_empty() {
@@ -187,10 +211,25 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     };
     Err(ApiError::UnsupportedMediaType {
         message: format!(
-            "{got}: send the encoded image as the body with one of {}",
+            "{got}: send the encoded image as the body with one of {}, \
+             or several as multipart/form-data",
             IMAGE_TYPES.join(", ")
         ),
     })
+}
+
+/// Whether `raw` (a content type, parameters allowed) names an image this server decodes.
+pub(crate) fn is_image_type(raw: &str) -> bool {
+    IMAGE_TYPES.contains(&essence(raw).as_str())
+}
+
+/// A content type without its parameters, lower-cased.
+pub(crate) fn essence(raw: &str) -> String {
+    raw.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The tile map of a film (more than one row); `None` for a single image.

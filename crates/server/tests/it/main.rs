@@ -4,6 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod logs;
+mod metrics_format;
+mod multipart;
+mod openapi;
 mod promote;
 
 use axum::body::Body;

@@ -6,7 +6,7 @@
 # within one run only.
 #
 # usage: bench/serve.sh [CONC=8,32] [DURATION=20]
-# needs: ../shared/bench/peers (bench.py, run_peer.sh, fastapi_app.py), oha on PATH or OHA=,
+# needs: ../shared/bench/peers (bench.py, fastapi_app.py, common.py, data/), oha on PATH or OHA=,
 #        PEERS_HOME with venv-fastapi (fastapi, uvicorn[standard], onnxruntime==1.32.0, pillow,
 #        numpy, python-multipart).
 set -euo pipefail
@@ -56,5 +56,22 @@ echo "resident memory after the load: $(awk '/VmRSS/ {print $2, $3}' /proc/$serv
 kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
 
 echo "== the tuned peer: FastAPI, 2 workers, onnxruntime 1 intra-op thread each"
-PATH="$(dirname "$oha"):$PATH" PEER_ORT_THREADS=1 RES="$out" \
-  bash "$peers/run_peer.sh" fastapi-2w weldnet-s "$conc" "$dur"
+# Started here rather than with run_peer.sh (whose pytriton branch does not parse as shipped),
+# exactly as run_peer.sh's fastapi-2w case does, plus PEER_ORT_THREADS=1.
+start_ns=$(date +%s%N)
+(cd "$peers" && PEER_MODEL=weldnet-s PEER_ORT_THREADS=1 exec "$PEERS_HOME/venv-fastapi/bin/uvicorn" \
+  fastapi_app:app --host 127.0.0.1 --port 8101 --workers 2 --no-access-log) >"$work/peer.log" 2>&1 &
+server_pid=$!
+until curl -sf http://127.0.0.1:8101/health >/dev/null; do sleep 0.05; done
+echo "ready after $(( ($(date +%s%N) - start_ns) / 1000000 )) ms"
+pids="$server_pid,$(pgrep -d, -P "$server_pid" || true)"
+rss_kb() { local t=0; for p in ${pids//,/ }; do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo "$t kB"; }
+echo "resident memory (all processes) with weldnet-s loaded: $(rss_kb)"
+python3 "$peers/bench.py" http://127.0.0.1:8101/predict "$peers/data/body_weld_128_gray.multipart" \
+  --content-type "multipart/form-data; boundary=----peerbenchboundary7MA4YWxkTrZu0gW" \
+  --label fastapi-2w-ort1-multipart --conc "$conc" --duration "$dur" --server-pids "$pids" \
+  --out "$out" --oha "$oha"
+python3 "$peers/bench.py" http://127.0.0.1:8101/predict_raw "$peers/data/weld_128_gray.png" \
+  --content-type image/png --label fastapi-2w-ort1-raw --conc "$conc" --duration "$dur" \
+  --server-pids "$pids" --out "$out" --oha "$oha"
+echo "resident memory (all processes) after the load: $(rss_kb)"

@@ -110,6 +110,9 @@ pub struct Fitted {
     pub net: Net,
     /// The best epoch (1-based; 0 when interrupted before the first epoch ended).
     pub best_epoch: u32,
+    /// The best network's class probabilities for each validation image, as computed when
+    /// that epoch was validated (the reference the export is checked against).
+    pub val_probabilities: Vec<Vec<f32>>,
     /// Every epoch's record.
     pub history: Vec<EpochRecord>,
     /// Why it ended.
@@ -159,7 +162,7 @@ pub fn fit(
     let steps_per_epoch = data.train.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = (steps_per_epoch * u64::from(cfg.epochs)).max(1);
     let mut history = Vec::new();
-    let mut best: Option<(f64, u32, Net)> = None;
+    let mut best: Option<(f64, u32, Net, Vec<Vec<f32>>)> = None;
     let mut stop_reason = Stop::Completed;
     let started = Instant::now();
     let mut trained_images = 0usize;
@@ -191,7 +194,7 @@ pub fn fit(
             progress.step(b as u64 + 1, loss_sum / loss_n as f64);
         }
         let net = model.valid();
-        let (val_loss, scored) = evaluate(&net, &val, positive)?;
+        let (val_loss, scored, probs) = evaluate(&net, &val, positive)?;
         let auc = roc_auc_of(&scored);
         let seconds = epoch_started.elapsed().as_secs_f64();
         let record = EpochRecord {
@@ -203,27 +206,32 @@ pub fn fit(
             images_per_second: loss_n as f64 / seconds.max(1e-9),
             seconds,
         };
-        let improved = best.as_ref().is_none_or(|(b, _, _)| auc > *b);
+        let improved = best.as_ref().is_none_or(|(b, ..)| auc > *b);
         progress.epoch_finished(&record, improved);
         history.push(record);
         if improved {
-            best = Some((auc, epoch, net));
+            best = Some((auc, epoch, net, probs));
         } else if best
             .as_ref()
-            .is_some_and(|(_, e, _)| epoch - e >= cfg.patience)
+            .is_some_and(|(_, e, ..)| epoch - e >= cfg.patience)
         {
             stop_reason = Stop::EarlyStopped;
             break;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let (best_epoch, net) = match best {
-        Some((_, e, net)) => (e, net),
-        None => (0, model.valid()),
+    let (best_epoch, net, val_probabilities) = match best {
+        Some((_, e, net, probs)) => (e, net, probs),
+        None => {
+            let net = model.valid();
+            let (_, _, probs) = evaluate(&net, &val, positive)?;
+            (0, net, probs)
+        }
     };
     Ok(Fitted {
         net,
         best_epoch,
+        val_probabilities,
         history,
         stop: stop_reason,
         images_per_second: trained_images as f64 / seconds.max(1e-9),
@@ -328,8 +336,13 @@ pub fn predict(net: &Net, inputs: &[f32], shape: [usize; 3]) -> Result<Vec<Vec<f
     Ok(out)
 }
 
-/// Validation loss (unweighted mean cross-entropy) and the scores for `positive`.
-fn evaluate(net: &Net, val: &Validation, positive: usize) -> Result<(f64, Vec<Scored>)> {
+/// Validation loss (unweighted mean cross-entropy), the scores for `positive`, and the
+/// probabilities they came from.
+fn evaluate(
+    net: &Net,
+    val: &Validation,
+    positive: usize,
+) -> Result<(f64, Vec<Scored>, Vec<Vec<f32>>)> {
     let probs = predict(net, &val.inputs, val.shape)?;
     let mut loss = 0.0f64;
     let mut scored = Vec::with_capacity(probs.len());
@@ -341,7 +354,7 @@ fn evaluate(net: &Net, val: &Validation, positive: usize) -> Result<(f64, Vec<Sc
             group: String::new(),
         });
     }
-    Ok((loss / probs.len().max(1) as f64, scored))
+    Ok((loss / probs.len().max(1) as f64, scored, probs))
 }
 
 fn roc_auc_of(scored: &[Scored]) -> f64 {

@@ -189,13 +189,6 @@ pub fn train(req: &Request, progress: &dyn Progress, stop: &AtomicBool) -> Resul
     )?;
     let label_names: Vec<String> = data.labels.iter().map(|l| l.as_str().to_owned()).collect();
     let model = export::to_onnx(&fitted.net, arch, channels, &label_names)?;
-    let val_inputs: Vec<f32> = data
-        .val
-        .iter()
-        .map(|s| pipeline.run(&s.bytes).map(|t| t.data))
-        .collect::<vigil_engine::Result<Vec<_>>>()?
-        .concat();
-    let reference = fit::predict(&fitted.net, &val_inputs, channels)?;
     let mut training = run_facts(&req.train, arch, &fitted);
     if let Some(i) = &init {
         training.insert("init".into(), i.digest.clone());
@@ -210,7 +203,7 @@ pub fn train(req: &Request, progress: &dyn Progress, stop: &AtomicBool) -> Resul
             trainer: format!("vigil-train {}", arch.name),
             training,
             history: fitted.history.clone(),
-            reference: Some(reference),
+            reference: Some(fitted.val_probabilities.clone()),
             stop: fitted.stop,
         },
     )

@@ -18,6 +18,7 @@ pub mod decision;
 pub mod drift;
 pub mod error;
 pub mod eval;
+pub mod monitor;
 pub mod onnx;
 pub mod types;
 

@@ -1,0 +1,306 @@
+//! Per-image statistics: cheap numbers that move when the imaging chain changes (a new
+//! detector panel, tube setting, digitiser or material), computed on the decoded pixels
+//! before the bundle maps their values, so that a window/level or standardisation step in
+//! the preprocessing cannot hide the change.
+
+use serde::{Deserialize, Serialize};
+
+/// Statistics of one decoded image, intensities scaled to `[0, 1]` of its bit depth's range.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImageStats {
+    /// Mean intensity.
+    pub mean: f64,
+    /// Standard deviation of the intensity (global contrast).
+    pub contrast: f64,
+    /// 99th minus 1st percentile of the intensity.
+    pub dynamic_range: f64,
+    /// Variance of the 4-neighbour Laplacian: falls when the image blurs.
+    pub sharpness: f64,
+    /// Noise standard deviation by Immerkær's method ("Fast noise variance estimation",
+    /// CVIU 1996): the Laplacian-difference mask cancels structure up to second order.
+    pub noise: f64,
+    /// Share of pixels at either end of the range (clipped black or white).
+    pub saturated: f64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bits per sample of the decoded image (8 or 16).
+    pub bit_depth: u8,
+}
+
+/// The statistics' names, in the order of [`ImageStats::values`].
+pub const STAT_NAMES: [&str; 9] = [
+    "mean",
+    "contrast",
+    "dynamic_range",
+    "sharpness",
+    "noise",
+    "saturated",
+    "width",
+    "height",
+    "bit_depth",
+];
+
+/// What each statistic means, for reports written for people who never heard of a KS test.
+pub const STAT_DESCRIPTIONS: [&str; 9] = [
+    "mean brightness (0 black, 1 white)",
+    "contrast: spread of the grey levels",
+    "dynamic range: grey levels between the darkest and brightest 1%",
+    "sharpness: falls when the image blurs",
+    "noise: grain of the detector or film",
+    "share of clipped (pure black or white) pixels",
+    "width in pixels",
+    "height in pixels",
+    "bits per pixel",
+];
+
+/// Most pixels looked at: larger images are sampled on a regular grid of rows and columns,
+/// which keeps a whole film under a few milliseconds.
+const MAX_SAMPLED_PIXELS: usize = 1 << 20;
+
+impl ImageStats {
+    /// The statistics as numbers, in the order of [`STAT_NAMES`].
+    pub fn values(&self) -> [f64; 9] {
+        [
+            self.mean,
+            self.contrast,
+            self.dynamic_range,
+            self.sharpness,
+            self.noise,
+            self.saturated,
+            f64::from(self.width),
+            f64::from(self.height),
+            f64::from(self.bit_depth),
+        ]
+    }
+
+    /// Computes the statistics of a grey plane (`width × height` values, row-major, in the
+    /// decoded range `0..=max_value`; a colour image passes its mean over channels).
+    /// Images over a million pixels are sampled on a grid (every `s`-th row and column), so
+    /// the cost is bounded; an empty image gives zeros.
+    pub fn compute(
+        grey: &[f32],
+        width: usize,
+        height: usize,
+        bit_depth: u8,
+        max_value: f32,
+    ) -> ImageStats {
+        let dims = (
+            u32::try_from(width).unwrap_or(u32::MAX),
+            u32::try_from(height).unwrap_or(u32::MAX),
+        );
+        let empty = ImageStats {
+            mean: 0.0,
+            contrast: 0.0,
+            dynamic_range: 0.0,
+            sharpness: 0.0,
+            noise: 0.0,
+            saturated: 0.0,
+            width: dims.0,
+            height: dims.1,
+            bit_depth,
+        };
+        if width == 0 || height == 0 || grey.len() < width * height || max_value <= 0.0 {
+            return empty;
+        }
+        let step = sampling_step(width, height);
+        let (sw, sh) = (width.div_ceil(step), height.div_ceil(step));
+        let inv = 1.0 / f64::from(max_value);
+        let at = |x: usize, y: usize| f64::from(grey[y * step * width + x * step]) * inv;
+
+        // One pass: moments, clipped pixels, a 1024-bin histogram for the percentiles.
+        const BINS: usize = 1024;
+        let mut hist = [0u32; BINS];
+        let (mut sum, mut sum2, mut clipped) = (0.0f64, 0.0f64, 0usize);
+        for y in 0..sh {
+            for x in 0..sw {
+                let v = at(x, y);
+                sum += v;
+                sum2 += v * v;
+                if v <= 0.0 || v >= 1.0 - 1e-6 {
+                    clipped += 1;
+                }
+                let b = ((v.clamp(0.0, 1.0)) * (BINS - 1) as f64).round() as usize;
+                hist[b] += 1;
+            }
+        }
+        let n = (sw * sh) as f64;
+        let mean = sum / n;
+        let contrast = (sum2 / n - mean * mean).max(0.0).sqrt();
+        let percentile = |p: f64| {
+            let target = (p * n).ceil().max(1.0) as u64;
+            let mut seen = 0u64;
+            for (i, &c) in hist.iter().enumerate() {
+                seen += u64::from(c);
+                if seen >= target {
+                    return i as f64 / (BINS - 1) as f64;
+                }
+            }
+            1.0
+        };
+        let dynamic_range = percentile(0.99) - percentile(0.01);
+
+        // Second-order filters on the sampled grid (interior pixels only).
+        let (mut lap_sum, mut lap_sum2, mut noise_abs, mut interior) = (0.0, 0.0, 0.0, 0usize);
+        if sw >= 3 && sh >= 3 {
+            for y in 1..sh - 1 {
+                for x in 1..sw - 1 {
+                    let c = at(x, y);
+                    let (n_, s_, w_, e_) = (at(x, y - 1), at(x, y + 1), at(x - 1, y), at(x + 1, y));
+                    let lap = n_ + s_ + w_ + e_ - 4.0 * c;
+                    lap_sum += lap;
+                    lap_sum2 += lap * lap;
+                    // Immerkær's mask [1 -2 1; -2 4 -2; 1 -2 1].
+                    let corners =
+                        at(x - 1, y - 1) + at(x + 1, y - 1) + at(x - 1, y + 1) + at(x + 1, y + 1);
+                    let m = corners - 2.0 * (n_ + s_ + w_ + e_) + 4.0 * c;
+                    noise_abs += m.abs();
+                    interior += 1;
+                }
+            }
+        }
+        let (sharpness, noise) = if interior > 0 {
+            let k = interior as f64;
+            let lap_mean = lap_sum / k;
+            (
+                (lap_sum2 / k - lap_mean * lap_mean).max(0.0),
+                (std::f64::consts::PI / 2.0).sqrt() * noise_abs / (6.0 * k),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        ImageStats {
+            mean,
+            contrast,
+            dynamic_range,
+            sharpness,
+            noise,
+            saturated: clipped as f64 / n,
+            ..empty
+        }
+    }
+}
+
+/// Every `step`-th row and column, so at most [`MAX_SAMPLED_PIXELS`] are read.
+fn sampling_step(width: usize, height: usize) -> usize {
+    let mut step = 1;
+    while width.div_ceil(step) * height.div_ceil(step) > MAX_SAMPLED_PIXELS {
+        step += 1;
+    }
+    step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| f(x, y))
+            .collect()
+    }
+
+    /// Deterministic pseudo-noise in [-1, 1].
+    fn hash_noise(x: usize, y: usize) -> f32 {
+        let mut v = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        v ^= v >> 29;
+        v = v.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        v ^= v >> 32;
+        (v % 2001) as f32 / 1000.0 - 1.0
+    }
+
+    #[test]
+    fn flat_grey_has_no_contrast_sharpness_or_noise() {
+        let img = image(64, 48, |_, _| 128.0);
+        let s = ImageStats::compute(&img, 64, 48, 8, 255.0);
+        assert!((s.mean - 128.0 / 255.0).abs() < 1e-9);
+        assert_eq!(
+            (s.contrast, s.sharpness, s.noise, s.saturated),
+            (0.0, 0.0, 0.0, 0.0)
+        );
+        assert!(s.dynamic_range.abs() < 1e-9);
+        assert_eq!((s.width, s.height, s.bit_depth), (64, 48, 8));
+    }
+
+    #[test]
+    fn noise_estimate_recovers_added_noise_and_ignores_a_smooth_ramp() {
+        // A ramp (zero second derivative) plus noise of known spread.
+        let sigma = 0.02f32;
+        let img = image(256, 256, |x, y| {
+            (0.2 + 0.5 * (x + y) as f32 / 512.0 + sigma * 1.7 * hash_noise(x, y)) * 255.0
+        });
+        let s = ImageStats::compute(&img, 256, 256, 8, 255.0);
+        // uniform on [-1.7σ, 1.7σ] has std 1.7σ/√3 ≈ 0.98σ
+        let expected = f64::from(sigma) * 1.7 / 3f64.sqrt();
+        assert!(
+            (s.noise - expected).abs() / expected < 0.15,
+            "{} vs {expected}",
+            s.noise
+        );
+        let smooth = image(256, 256, |x, y| {
+            (0.2 + 0.5 * (x + y) as f32 / 512.0) * 255.0
+        });
+        assert!(ImageStats::compute(&smooth, 256, 256, 8, 255.0).noise < 1e-3);
+    }
+
+    #[test]
+    fn blurring_lowers_sharpness_and_gain_raises_the_mean() {
+        let sharp = image(128, 128, |x, y| {
+            if (x / 4 + y / 4) % 2 == 0 {
+                60.0
+            } else {
+                190.0
+            }
+        });
+        let blurred: Vec<f32> = image(128, 128, |x, y| {
+            let mut acc = 0.0;
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    let (xx, yy) = ((x + dx).min(127), (y + dy).min(127));
+                    acc += if (xx / 4 + yy / 4) % 2 == 0 {
+                        60.0
+                    } else {
+                        190.0
+                    };
+                }
+            }
+            acc / 9.0
+        });
+        let a = ImageStats::compute(&sharp, 128, 128, 8, 255.0);
+        let b = ImageStats::compute(&blurred, 128, 128, 8, 255.0);
+        assert!(
+            b.sharpness < a.sharpness * 0.5,
+            "{} vs {}",
+            b.sharpness,
+            a.sharpness
+        );
+        let brighter: Vec<f32> = sharp.iter().map(|v| (v * 1.4).min(255.0)).collect();
+        let c = ImageStats::compute(&brighter, 128, 128, 8, 255.0);
+        assert!(c.mean > a.mean + 0.1);
+        assert!(c.saturated > 0.4, "clipped share {}", c.saturated);
+    }
+
+    #[test]
+    fn sixteen_bit_images_scale_by_their_own_range_and_large_ones_are_sampled() {
+        let img = image(2048, 1024, |x, _| if x < 1024 { 0.0 } else { 65535.0 });
+        let s = ImageStats::compute(&img, 2048, 1024, 16, 65535.0);
+        assert!((s.mean - 0.5).abs() < 0.01);
+        assert!((s.saturated - 1.0).abs() < 1e-9);
+        assert!((s.dynamic_range - 1.0).abs() < 1e-9);
+        assert_eq!(sampling_step(2048, 1024), 2);
+        assert_eq!(s.values()[8], 16.0);
+    }
+
+    #[test]
+    fn empty_or_short_input_gives_zeros_not_a_panic() {
+        let s = ImageStats::compute(&[], 0, 0, 8, 255.0);
+        assert_eq!(s.mean, 0.0);
+        let s = ImageStats::compute(&[1.0, 2.0], 4, 4, 8, 255.0);
+        assert_eq!(s.contrast, 0.0);
+        let s = ImageStats::compute(&[1.0, 2.0], 2, 1, 8, 255.0);
+        assert_eq!(s.sharpness, 0.0);
+    }
+}

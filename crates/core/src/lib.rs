@@ -20,6 +20,7 @@ pub mod error;
 pub mod eval;
 pub mod monitor;
 pub mod onnx;
+mod plot;
 pub mod types;
 
 pub use error::ErrorKind;

@@ -18,6 +18,7 @@ pub mod backend;
 pub mod config;
 mod error;
 pub mod golden;
+pub mod observe;
 pub mod ort;
 pub mod preprocess;
 #[cfg(feature = "tract")]

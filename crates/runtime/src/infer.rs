@@ -157,7 +157,7 @@ impl Infer {
                 .run(req.deployment.pipeline().clone(), encoded)
                 .await?;
             req.times.preprocess = Some(t.elapsed());
-            let Tiled { tiles, grid } = tiled;
+            let Tiled { tiles, grid, .. } = tiled;
             let out = run_entry(&req.deployment, tiles, deadline).await?;
             req.times.queue = Some(out.queue);
             Ok::<_, Error>((out, Some(grid)))

@@ -9,8 +9,27 @@ use image::DynamicImage;
 use super::{Limits, Planes, dicom};
 use crate::{Error, Result};
 
+/// Bits per sample of a decoded image and the largest value that depth can hold (what
+/// monitoring scales its per-image statistics by).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Depth {
+    pub(super) bits: u8,
+    pub(super) max: f32,
+}
+
+impl Depth {
+    fn bits(bits: u8) -> Depth {
+        let max = if bits >= 32 {
+            1.0
+        } else {
+            ((1u64 << bits) - 1) as f32
+        };
+        Depth { bits, max }
+    }
+}
+
 /// Decodes one encoded image, refusing it early when it is larger than `limits` allow.
-pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
+pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, Depth)> {
     if bytes.len() > limits.max_encoded_bytes {
         return Err(Error::TooLarge(format!(
             "{} bytes encoded; the limit is {}",
@@ -19,7 +38,10 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
         )));
     }
     if dicom::is_dicom(bytes) {
-        return dicom::decode(bytes, limits);
+        // The rescale slope and intercept are not in the depth: statistics of a rescaled
+        // DICOM image are relative to its stored range.
+        let (planes, bits) = dicom::decode(bytes, limits)?;
+        return Ok((planes, Depth::bits(bits)));
     }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -46,7 +68,14 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
     lim.max_alloc = Some(pixels.saturating_mul(16).saturating_add(1 << 20));
     reader.limits(lim);
     let img = reader.decode().map_err(|e| Error::Decode(e.to_string()))?;
-    Ok(planes(img))
+    let depth = match &img {
+        DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => Depth::bits(32),
+        other if other.color().bytes_per_pixel() / other.color().channel_count() >= 2 => {
+            Depth::bits(16)
+        }
+        _ => Depth::bits(8),
+    };
+    Ok((planes(img), depth))
 }
 
 /// Refuses a `w` x `h` image with more pixels than the limit.

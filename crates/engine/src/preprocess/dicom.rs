@@ -35,8 +35,9 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE..PREAMBLE + 4) == Some(b"DICM".as_slice())
 }
 
-/// Decodes the first frame of a DICOM file (the caller has checked the encoded size).
-pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
+/// Decodes the first frame of a DICOM file (the caller has checked the encoded size), with
+/// its BitsStored.
+pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, u8)> {
     let meta = FileMetaTable::from_reader(&bytes[PREAMBLE..]).map_err(|e| {
         Error::Decode(format!(
             "invalid DICOM file meta information: {}",
@@ -52,7 +53,7 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<Planes> {
     check_pixels(u64::from(format.columns), u64::from(format.rows), limits)?;
     let object = open(bytes, Until::PixelData)?;
     let data = pixel_data(&object)?;
-    format.decode(&data)
+    Ok((format.decode(&data)?, format.bits_stored as u8))
 }
 
 /// Native little-endian transfer syntaxes pass; everything else is refused by UID and name.

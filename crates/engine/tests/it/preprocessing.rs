@@ -469,3 +469,43 @@ fn a_whole_weld_film_tiles_into_model_inputs() {
         .collect();
     assert_eq!(raw.tiles.last().unwrap().data, corner);
 }
+
+#[test]
+fn an_observing_pipeline_measures_the_decoded_image_in_its_own_bit_depth() {
+    // The same picture at 8 and 16 bits: the statistics agree once scaled by the depth, and
+    // a later `scale` step (which maps values) does not change them.
+    let steps = || {
+        vec![
+            Step::Decode,
+            Step::Grey,
+            Step::Scale {
+                factor: 1.0 / 255.0,
+            },
+            NCHW,
+        ]
+    };
+    let png8 = {
+        let img = ImageBuffer::from_fn(64, 32, |x, _| Luma([if x < 32 { 40u8 } else { 200u8 }]));
+        let mut out = Vec::new();
+        image::DynamicImage::ImageLuma8(img)
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    let img16 = png16(64, 32, |x, _| if x < 32 { 40 * 257 } else { 200 * 257 });
+    let plain = pipeline(steps()).run_tiles(&png8).unwrap();
+    assert_eq!(
+        plain.stats, None,
+        "statistics are only computed when asked for"
+    );
+    let a = pipeline(steps()).observing().run_tiles(&png8).unwrap();
+    let b = pipeline(steps()).observing().run_tiles(&img16).unwrap();
+    assert_eq!(a.tiles, plain.tiles, "observing does not change the tensor");
+    let (a, b) = (a.stats.unwrap(), b.stats.unwrap());
+    assert_eq!(
+        (a.bit_depth, b.bit_depth, a.width, a.height),
+        (8, 16, 64, 32)
+    );
+    assert!((a.mean - 120.0 / 255.0).abs() < 1e-6, "{}", a.mean);
+    assert!((a.mean - b.mean).abs() < 1e-6 && (a.contrast - b.contrast).abs() < 1e-6);
+}

@@ -14,9 +14,134 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub mod stats;
+use crate::ErrorKind;
+use crate::drift::DriftError;
 
+pub mod reference;
+pub mod stats;
+#[cfg(test)]
+mod synthetic;
+pub mod window;
+
+pub use reference::{
+    DriftSettings, EmbeddingProfile, OodScorer, PredictionProfile, REFERENCE_FILE, ReferenceConfig,
+    ReferenceProfile, SignalThreshold, StatSample,
+};
 pub use stats::{ImageStats, STAT_DESCRIPTIONS, STAT_NAMES};
+pub use window::{SignalResult, WindowReport, evaluate};
+
+/// What can be wrong when a reference profile is built, read or used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MonitorError {
+    /// A drift statistic refused its input.
+    #[error(transparent)]
+    Drift(#[from] DriftError),
+    /// Nothing to work on.
+    #[error("no {what} given")]
+    Empty {
+        /// What is missing (`"observations"`, `"labels"`, `"window"`).
+        what: &'static str,
+    },
+    /// Too few observations to keep a reference sample and calibrate thresholds.
+    #[error(
+        "{got} observations are too few for windows of {window} images: a reference needs at \
+         least {needed} (half is kept as the reference sample, half calibrates the thresholds)"
+    )]
+    TooFewObservations {
+        /// The least accepted.
+        needed: usize,
+        /// What was given.
+        got: usize,
+        /// The window size asked for.
+        window: usize,
+    },
+    /// An observation's probabilities do not match the labels.
+    #[error("observation {index} has {actual} probabilities but there are {expected} labels")]
+    LabelMismatch {
+        /// Position of the observation.
+        index: usize,
+        /// Number of labels.
+        expected: usize,
+        /// Number of probabilities.
+        actual: usize,
+    },
+    /// An observation's predicted class is not a label.
+    #[error("observation {index} predicts class {predicted} but there are {labels} labels")]
+    PredictedOutOfRange {
+        /// Position of the observation.
+        index: usize,
+        /// The predicted index.
+        predicted: usize,
+        /// Number of labels.
+        labels: usize,
+    },
+    /// An observation's embedding has another length than the others (or the reference's).
+    #[error("observation {index} has a {actual}-dimensional embedding; expected {expected}")]
+    EmbeddingDimension {
+        /// Position of the observation.
+        index: usize,
+        /// The reference's dimension.
+        expected: usize,
+        /// The observation's.
+        actual: usize,
+    },
+    /// Some observations carry a part (statistics, embedding) and others do not.
+    #[error(
+        "observation {index} has no {part} while observation 0 has (or the reverse): a \
+         reference needs it on all observations or on none"
+    )]
+    Incomplete {
+        /// Position of the first observation that differs from observation 0.
+        index: usize,
+        /// `"stats"` or `"embedding"`.
+        part: &'static str,
+    },
+    /// A value that must be finite is not.
+    #[error("observation {index} has a non-finite {what}")]
+    NonFinite {
+        /// Position of the observation.
+        index: usize,
+        /// Which value.
+        what: &'static str,
+    },
+    /// A setting of [`ReferenceConfig`] outside its domain.
+    #[error("invalid reference setting `{name}`: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A reference profile that parses but breaks a rule (wrong format, inconsistent parts).
+    #[error("invalid reference profile: {0}")]
+    InvalidProfile(String),
+    /// `reference.json` is not JSON of a reference profile.
+    #[error("{REFERENCE_FILE} cannot be read: {0}")]
+    Json(String),
+    /// A profile could not be written: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl MonitorError {
+    /// What a caller can do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MonitorError::Drift(e) => e.kind(),
+            MonitorError::Internal(_) => ErrorKind::Internal,
+            MonitorError::Empty { .. }
+            | MonitorError::TooFewObservations { .. }
+            | MonitorError::LabelMismatch { .. }
+            | MonitorError::PredictedOutOfRange { .. }
+            | MonitorError::EmbeddingDimension { .. }
+            | MonitorError::Incomplete { .. }
+            | MonitorError::NonFinite { .. }
+            | MonitorError::InvalidConfig { .. }
+            | MonitorError::InvalidProfile(_)
+            | MonitorError::Json(_) => ErrorKind::Invalid,
+        }
+    }
+}
 
 /// What monitoring sees of one prediction (one image, or one whole film's verdict).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

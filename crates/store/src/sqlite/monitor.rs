@@ -17,6 +17,11 @@ use crate::{
 /// milliseconds, not seconds, for the lock.
 const DELETE_CHUNK: i64 = 10_000;
 
+/// Rows per `INSERT` statement in a batch: 18 parameters each, well under SQLite's limit of
+/// 32,766, and few enough statements that the per-statement round trip to the driver's
+/// thread stops mattering.
+const ROWS_PER_INSERT: usize = 64;
+
 /// Greater than any stored RFC 3339 text (they start with a digit): "no upper bound".
 const TEXT_MAX: &str = "~";
 
@@ -279,41 +284,43 @@ impl MonitorStore for SqliteRegistry {
             return Ok(out);
         }
         let mut tx = self.begin_write().await?;
-        for e in &rows {
-            let r = e.r;
-            let done = sqlx::query(
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO predictions (request_id, at, at_ms, model, version, bundle, source, \
                  label, confidence, probabilities, flags, stats, embedding, ood_distance, \
-                 preprocess_us, queue_us, inference_us, total_us) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18) ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(&r.request_id)
-            .bind(&e.at)
-            .bind(e.at_ms)
-            .bind(&r.model)
-            .bind(&r.version)
-            .bind(&r.bundle)
-            .bind(&r.source)
-            .bind(&r.label)
-            .bind(f64::from(r.confidence))
-            .bind(&e.probabilities)
-            .bind(&e.flags)
-            .bind(e.stats.as_deref())
-            .bind(e.embedding.as_deref())
-            .bind(r.ood_distance)
-            .bind(e.us[0])
-            .bind(e.us[1])
-            .bind(e.us[2])
-            .bind(e.us[3])
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("appending predictions"))?;
-            if done.rows_affected() == 0 {
-                out.duplicates += 1;
-            } else {
-                out.inserted += 1;
-            }
+                 preprocess_us, queue_us, inference_us, total_us) ",
+            );
+            insert.push_values(chunk, |mut b, e| {
+                let r = e.r;
+                b.push_bind(&r.request_id)
+                    .push_bind(&e.at)
+                    .push_bind(e.at_ms)
+                    .push_bind(&r.model)
+                    .push_bind(&r.version)
+                    .push_bind(&r.bundle)
+                    .push_bind(&r.source)
+                    .push_bind(&r.label)
+                    .push_bind(f64::from(r.confidence))
+                    .push_bind(&e.probabilities)
+                    .push_bind(&e.flags)
+                    .push_bind(e.stats.as_deref())
+                    .push_bind(e.embedding.as_deref())
+                    .push_bind(r.ood_distance)
+                    .push_bind(e.us[0])
+                    .push_bind(e.us[1])
+                    .push_bind(e.us[2])
+                    .push_bind(e.us[3]);
+            });
+            // Rows conflict one by one, also with earlier rows of the same statement.
+            insert.push(" ON CONFLICT (request_id) DO NOTHING");
+            let done = insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(self.db("appending predictions"))?;
+            let n = chunk.len() as u64;
+            out.inserted += done.rows_affected();
+            out.duplicates += n - done.rows_affected().min(n);
         }
         self.finish_write(tx).await?;
         Ok(out)

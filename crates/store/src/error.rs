@@ -99,6 +99,20 @@ pub enum Error {
     /// The input breaks a rule, or a stored row cannot be read back.
     #[error("{0}")]
     Invalid(String),
+    /// A monitoring row holds what this store never writes (bad JSON, a truncated
+    /// embedding): the database was changed outside Vigil or is damaged.
+    #[error(
+        "the database holds unreadable data in {column} of {row}: {detail}; the database was \
+         changed outside Vigil or is damaged"
+    )]
+    CorruptRow {
+        /// The column, as `table.column`.
+        column: &'static str,
+        /// Which row: `request_id "..."` or `id 42`.
+        row: String,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -119,6 +133,7 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::Corrupt { .. }
+            | Error::CorruptRow { .. }
             | Error::DataDir { .. }
             | Error::Schema { .. }
             | Error::Blob { .. }

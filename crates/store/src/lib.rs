@@ -5,6 +5,9 @@
 //! default is one SQLite file plus a local folder reached through `object_store`, so S3 and
 //! PostgreSQL can drop in behind the same [`Registry`] trait.
 //!
+//! The same database keeps the monitoring record behind the [`MonitorStore`] trait: the
+//! prediction log, closed drift windows and alert events ([`open_monitor`]).
+//!
 //! This crate stores and retrieves; it does not parse ONNX, validate manifests beyond what
 //! storage needs, or check signatures (that is `vigil-core`'s and its callers' job).
 //!
@@ -30,6 +33,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vigil_core::audit::{AuditEntry, AuditRecord};
 use vigil_core::bundle::Manifest;
+use vigil_core::monitor::PredictionRecord;
 use vigil_core::types::{AliasName, ModelName, ModelRef, ModelVersion, Sha256Digest};
 
 pub use error::{Error, Result};
@@ -63,6 +67,15 @@ impl OpenOptions {
 /// Fails with [`Error::DataDir`] when the directory cannot be created or written and with
 /// [`Error::Corrupt`] when `vigil.db` is not a valid SQLite database.
 pub async fn open(opts: &OpenOptions) -> Result<Arc<dyn Registry>> {
+    Ok(Arc::new(SqliteRegistry::open(opts).await?))
+}
+
+/// Opens (creating if missing) the monitoring store in `opts.data_dir`: the same `vigil.db`
+/// as [`open`], schema brought up to date the same way. A second handle on the same directory
+/// (in this process or another) sees the same rows; writers queue on SQLite's busy timeout.
+///
+/// A process that needs both traits can open one [`SqliteRegistry`] and use it as both.
+pub async fn open_monitor(opts: &OpenOptions) -> Result<Arc<dyn MonitorStore>> {
     Ok(Arc::new(SqliteRegistry::open(opts).await?))
 }
 
@@ -306,4 +319,169 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
     /// The whole audit log, in sequence order, exactly as stored (check it with
     /// [`vigil_core::audit::verify`]).
     async fn audit_log(&self) -> Result<Vec<AuditEntry>>;
+}
+
+/// What [`MonitorStore::append_predictions`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// Records written.
+    pub inserted: u64,
+    /// Records skipped because their request id was already in the log (or earlier in the
+    /// same batch); the stored row is kept as it was.
+    pub duplicates: u64,
+}
+
+/// Which predictions to read back: one model, optionally one version, a time range, oldest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictionQuery {
+    /// The model.
+    pub model: String,
+    /// Only this version, when set.
+    pub version: Option<String>,
+    /// Only predictions at or after this time (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Only predictions before this time (exclusive).
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many rows (the oldest in the range).
+    pub limit: usize,
+}
+
+impl PredictionQuery {
+    /// Every prediction of `model`, no limit; narrow it with the fields.
+    pub fn model(model: impl Into<String>) -> Self {
+        PredictionQuery {
+            model: model.into(),
+            version: None,
+            since: None,
+            until: None,
+            limit: usize::MAX,
+        }
+    }
+}
+
+/// One closed drift window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftWindowRow {
+    /// The model.
+    pub model: String,
+    /// The version the window watched.
+    pub version: String,
+    /// When the window closed (kept to the microsecond).
+    pub ended_at: DateTime<Utc>,
+    /// Images in the window.
+    pub images: u64,
+    /// Whether the window found drift.
+    pub drift: bool,
+    /// The window's report as the runtime wrote it; opaque to the store.
+    pub report: serde_json::Value,
+}
+
+/// Whether an alert started or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The rule's condition became true.
+    Firing,
+    /// It is no longer true.
+    Resolved,
+}
+
+impl AlertState {
+    /// `firing` or `resolved`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AlertState {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "firing" => Ok(AlertState::Firing),
+            "resolved" => Ok(AlertState::Resolved),
+            other => Err(format!(
+                "{other:?} is not an alert state (firing, resolved)"
+            )),
+        }
+    }
+}
+
+/// One alert state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEventRow {
+    /// The rule's name.
+    pub rule: String,
+    /// The model it is about, if it is about one.
+    pub model: Option<String>,
+    /// Firing or resolved.
+    pub state: AlertState,
+    /// The rule's severity (`warning`, `critical`, ...).
+    pub severity: String,
+    /// When (kept to the microsecond).
+    pub at: DateTime<Utc>,
+    /// The value that crossed (or came back under) the threshold.
+    pub value: f64,
+    /// For people.
+    pub message: String,
+    /// For machines; opaque to the store.
+    pub details: serde_json::Value,
+}
+
+/// The monitoring record: the prediction log, drift windows and alert events. Writes are
+/// appends (retention aside), each one transaction.
+///
+/// Times are kept to the microsecond (like the registry's): a record written with
+/// nanoseconds reads back truncated. Floats round-trip bit for bit except that a NaN
+/// `ood_distance` reads back as `None` and a non-finite probability or statistic as NaN.
+#[async_trait::async_trait]
+pub trait MonitorStore: Send + Sync + std::fmt::Debug {
+    /// Appends a batch in one transaction. A request id already in the log (or repeated in
+    /// the batch) is skipped and counted in [`AppendOutcome::duplicates`]; the rest of the
+    /// batch is stored. A record that cannot be stored at all (a duration over `i64::MAX`
+    /// microseconds) refuses the whole batch with [`Error::Invalid`] before anything is
+    /// written.
+    async fn append_predictions(&self, records: &[PredictionRecord]) -> Result<AppendOutcome>;
+
+    /// One prediction by request id.
+    async fn prediction(&self, request_id: &str) -> Result<Option<PredictionRecord>>;
+
+    /// Predictions matching `q`, oldest first (ties in append order).
+    async fn predictions(&self, q: &PredictionQuery) -> Result<Vec<PredictionRecord>>;
+
+    /// How many predictions the log holds, for one model or all.
+    async fn count_predictions(&self, model: Option<&str>) -> Result<u64>;
+
+    /// Deletes every prediction before `cutoff` (exclusive) and returns how many. Deletes in
+    /// chunks, each its own short transaction, so a large purge does not stall the writer.
+    async fn delete_predictions_before(&self, cutoff: DateTime<Utc>) -> Result<u64>;
+
+    /// Appends a closed drift window.
+    async fn append_drift_window(&self, w: &DriftWindowRow) -> Result<()>;
+
+    /// A model's drift windows that ended in `[since, until)`, oldest first, at most `limit`
+    /// (the oldest in the range).
+    async fn drift_windows(
+        &self,
+        model: &str,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<DriftWindowRow>>;
+
+    /// Appends an alert event.
+    async fn append_alert_event(&self, e: &AlertEventRow) -> Result<()>;
+
+    /// The latest `limit` alert events, newest first (ties: the later append first).
+    async fn alert_events(&self, limit: usize) -> Result<Vec<AlertEventRow>>;
 }

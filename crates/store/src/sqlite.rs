@@ -3,7 +3,9 @@
 //! This module owns every SQL statement for SQLite and the write protocol: each write is one
 //! `BEGIN IMMEDIATE` transaction (which serialises writers across processes) that also appends
 //! to the audit chain. It must not hold SQL for other databases or reach the artifact folder
-//! except through [`BlobStore`].
+//! except through [`BlobStore`]. The monitoring tables' SQL is in [`monitor`].
+
+mod monitor;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -32,7 +34,10 @@ use crate::{
 };
 
 /// How long a writer waits for another writer's transaction. Transactions are short (blobs are
-/// written before the transaction starts), so a long wait means a stuck process, not load.
+/// written before the transaction starts, a prediction batch is a few milliseconds, retention
+/// deletes in chunks), so a long wait means a stuck process, not load. Every write, the
+/// registry's and the monitor's, starts with `BEGIN IMMEDIATE` and so waits here instead of
+/// failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// SQLite allows one writer at a time anyway; a few connections let readers run beside it.

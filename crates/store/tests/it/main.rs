@@ -6,4 +6,5 @@ mod alias;
 mod audit;
 mod common;
 mod failure;
+mod monitor;
 mod push;

@@ -14,6 +14,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod alert;
 pub mod stats;
 
 pub use stats::{ImageStats, STAT_DESCRIPTIONS, STAT_NAMES};

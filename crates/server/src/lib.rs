@@ -15,6 +15,8 @@
 //! - [`promote`]: load and check a version beside the serving one, move the alias, swap;
 //!   shared by the admin API and the alias watcher of `vigil serve`.
 //! - [`request_id`]: the middleware that gives every request an id and logs internal errors.
+//! - [`alerting`]: the alert rules evaluated on a timer, notifications delivered to webhooks
+//!   (JSON or Slack-compatible), with retries, never in the way of serving.
 //!
 //! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
 //! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
@@ -22,6 +24,7 @@
 //! is handed ([`AppState::with_registry`]), for alias moves; nor decode images itself (the
 //! runtime's preprocess pool does).
 
+pub mod alerting;
 pub mod error;
 pub mod openapi;
 pub mod promote;

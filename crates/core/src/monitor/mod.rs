@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::ErrorKind;
 use crate::drift::DriftError;
 
+pub mod alert;
 pub mod reference;
 pub mod stats;
 #[cfg(test)]

@@ -28,6 +28,77 @@ pub struct Config {
     pub log: LogConfig,
     /// The HTTP server (`vigil serve`).
     pub server: ServerSection,
+    /// Monitoring: drift windows and the prediction log.
+    pub monitoring: MonitoringSection,
+    /// Alert rules and webhooks.
+    pub alerts: vigil_server::alerting::AlertingConfig,
+}
+
+/// `[monitoring]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSection {
+    /// Per-image statistics, OOD scores and drift windows.
+    pub enabled: bool,
+    /// A full drift window is evaluated every this many predictions.
+    pub window_step: usize,
+    /// Seed of the permutation tests.
+    pub seed: u64,
+    /// The prediction log.
+    pub log: PredictionLogSection,
+}
+
+/// `[monitoring.log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictionLogSection {
+    /// Keep a prediction log.
+    pub enabled: bool,
+    /// Records waiting before the overload policy applies.
+    pub capacity: usize,
+    /// Most records per transaction.
+    pub batch_size: usize,
+    /// The longest a record waits for its batch.
+    #[serde(with = "duration_text")]
+    pub flush_interval: std::time::Duration,
+    /// `block`, `reject` or `drop`.
+    pub on_full: String,
+    /// Predictions older than this are deleted ("0s": keep everything).
+    #[serde(with = "duration_text")]
+    pub retention: std::time::Duration,
+}
+
+impl MonitoringSection {
+    /// The runtime's monitoring settings (without the log, which needs a store).
+    pub fn runtime(&self) -> vigil_runtime::MonitorConfig {
+        vigil_runtime::MonitorConfig {
+            enabled: self.enabled,
+            step: self.window_step,
+            seed: self.seed,
+            ..vigil_runtime::MonitorConfig::default()
+        }
+    }
+
+    /// The prediction log's settings; `None` when it is off.
+    pub fn log_config(&self) -> anyhow::Result<Option<vigil_runtime::LogConfig>> {
+        let l = &self.log;
+        if !l.enabled {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            l.capacity > 0 && l.batch_size > 0,
+            "monitoring.log.capacity and monitoring.log.batch_size must be at least 1"
+        );
+        Ok(Some(vigil_runtime::LogConfig {
+            capacity: l.capacity,
+            batch_size: l.batch_size,
+            flush_interval: l.flush_interval,
+            on_full: l
+                .on_full
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("monitoring.log.on_full: {e}"))?,
+        }))
+    }
 }
 
 /// `[store]`

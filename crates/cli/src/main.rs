@@ -7,6 +7,7 @@ mod config;
 mod exit;
 mod output;
 mod score;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -15,13 +15,17 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vigil_core::bundle::{Bundle, GOLDEN_EXPECTED_FILE, GoldenSet, MODEL_FILE, Manifest};
+use vigil_core::bundle::{
+    Bundle, GOLDEN_EXPECTED_FILE, GoldenSet, MODEL_FILE, Manifest, REFERENCE_FILE,
+};
+use vigil_core::monitor::ReferenceProfile;
 use vigil_core::types::{ModelName, ModelVersion, Sha256Digest};
 use vigil_engine::preprocess::{Limits, Pipeline};
 use vigil_engine::{Backend, EngineConfig};
 
 use crate::metrics::{DeploymentMetrics, Metrics};
 use crate::model::{ModelContext, ModelHandle};
+use crate::monitor::{MonitorConfig, VersionMonitor};
 use crate::queue::{self, QueueHandle};
 use crate::{BatchConfig, Error, Result};
 
@@ -34,6 +38,8 @@ pub struct DeployConfig {
     pub engine: EngineConfig,
     /// Limits on each input image (default: [`Limits::default`]: 64 MiB, 100 megapixels).
     pub limits: Limits,
+    /// Monitoring of each deployed version (default: on, nothing logged).
+    pub monitor: MonitorConfig,
 }
 
 /// A verified bundle: its manifest, identity and every listed file (from
@@ -58,6 +64,18 @@ impl BundleFiles {
         })
     }
 
+    /// The bundle's reference profile, when it carries one.
+    fn reference(&self) -> Result<Option<ReferenceProfile>> {
+        self.files
+            .get(REFERENCE_FILE)
+            .map(|bytes| {
+                ReferenceProfile::from_json(bytes).map_err(|e| {
+                    Error::Invalid(format!("the bundle's {REFERENCE_FILE} is unusable: {e}"))
+                })
+            })
+            .transpose()
+    }
+
     fn golden(&self) -> Result<Option<GoldenSet>> {
         self.files
             .get(GOLDEN_EXPECTED_FILE)
@@ -77,6 +95,7 @@ pub struct Deployment {
     engine: String,
     queue: QueueHandle,
     metrics: DeploymentMetrics,
+    monitor: VersionMonitor,
 }
 
 impl Deployment {
@@ -115,6 +134,11 @@ impl Deployment {
 
     pub(crate) fn metrics(&self) -> &DeploymentMetrics {
         &self.metrics
+    }
+
+    /// This version's monitoring: live shares, OOD scorer, drift windows.
+    pub fn monitor(&self) -> &VersionMonitor {
+        &self.monitor
     }
 }
 
@@ -273,6 +297,21 @@ impl Deployments {
         let metrics = self
             .metrics
             .deployment(&m.model.name, &m.model.version, &m.model.labels);
+        let monitor = VersionMonitor::new(
+            m.model.name.clone(),
+            m.model.version.clone(),
+            m.model.labels.clone(),
+            m.roles.embedding.clone(),
+            bundle.reference()?,
+            self.cfg.monitor.clone(),
+            self.metrics
+                .monitor(&m.model.name, &m.model.version, &m.model.labels),
+        );
+        let pipeline = if monitor.wants_stats() {
+            pipeline.observing()
+        } else {
+            pipeline
+        };
         let engine = backend.describe();
         let model = ModelHandle::start(
             backend,
@@ -296,6 +335,7 @@ impl Deployments {
             engine,
             queue,
             metrics,
+            monitor,
         })
     }
 }

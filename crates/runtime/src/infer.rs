@@ -14,6 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, onesho
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vigil_core::decision::{Decision, decide};
+use vigil_core::drift::mahalanobis::OodScore;
+use vigil_core::monitor::{ImageStats, Observation, PredictionRecord};
 use vigil_core::types::{ModelName, ModelVersion, Sha256Digest};
 use vigil_engine::preprocess::{Pipeline, Tensor, TileGrid, Tiled};
 use vigil_engine::{Batch, Outputs};
@@ -63,6 +65,52 @@ pub struct Classified {
     pub batch_size: usize,
     /// Stage times.
     pub timings: Timings,
+    /// What monitoring saw: the image's statistics, the verdict row's embedding and
+    /// probabilities, and its out-of-distribution score.
+    pub observation: Observation,
+    /// The out-of-distribution score of the verdict row's embedding, when the bundle has a
+    /// reference profile.
+    pub ood: Option<OodScore>,
+}
+
+impl Classified {
+    /// Why the prediction goes to a person: `review` (the bundle's rule: inside the review
+    /// band or not confident enough), `out_of_distribution` (the image does not resemble the
+    /// training images). Empty when neither.
+    pub fn flags(&self) -> Vec<&'static str> {
+        let mut flags = Vec::new();
+        if self.verdict.review {
+            flags.push("review");
+        }
+        if self.ood.is_some_and(|o| o.out_of_distribution) {
+            flags.push("out_of_distribution");
+        }
+        flags
+    }
+
+    /// The prediction log's record of this answer.
+    pub fn record(&self, request_id: &str, source: &str) -> PredictionRecord {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        PredictionRecord {
+            request_id: request_id.to_owned(),
+            at: chrono::Utc::now(),
+            model: self.model.to_string(),
+            version: self.version.to_string(),
+            bundle: self.bundle.to_string(),
+            source: source.to_owned(),
+            label: self.verdict.label.to_string(),
+            confidence: self.verdict.confidence,
+            probabilities: self.observation.probabilities.clone(),
+            flags: self.flags().into_iter().map(str::to_owned).collect(),
+            stats: self.observation.stats,
+            embedding: self.observation.embedding.clone(),
+            ood_distance: self.observation.ood_distance,
+            preprocess_us: micros(self.timings.preprocess),
+            queue_us: micros(self.timings.queue),
+            inference_us: micros(self.timings.inference),
+            total_us: micros(self.timings.total),
+        }
+    }
 }
 
 /// The request path's handle: cheap to clone, shared by every request.
@@ -85,6 +133,12 @@ struct Inner {
 impl Infer {
     /// Starts the preprocess threads; models are added with [`Infer::deployments`].
     pub fn new(cfg: InferConfig, deploy: DeployConfig) -> Result<Infer> {
+        Self::with_metrics(cfg, deploy, Metrics::new())
+    }
+
+    /// [`Infer::new`] recording into `metrics`, a registry shared with what was started
+    /// before the runtime (the prediction log).
+    pub fn with_metrics(cfg: InferConfig, deploy: DeployConfig, metrics: Metrics) -> Result<Infer> {
         if cfg.max_in_flight == 0 || u32::try_from(cfg.max_in_flight).is_err() {
             return Err(Error::Invalid(format!(
                 "max_in_flight must be between 1 and {}, got {}",
@@ -96,7 +150,6 @@ impl Infer {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let deployments =
@@ -157,7 +210,8 @@ impl Infer {
                 .run(req.deployment.pipeline().clone(), encoded)
                 .await?;
             req.times.preprocess = Some(t.elapsed());
-            let Tiled { tiles, grid, .. } = tiled;
+            let Tiled { tiles, grid, stats } = tiled;
+            req.stats = stats;
             let out = run_entry(&req.deployment, tiles, deadline).await?;
             req.times.queue = Some(out.queue);
             Ok::<_, Error>((out, Some(grid)))
@@ -270,6 +324,7 @@ impl Infer {
             started,
             deadline: deadline.map_or(limit, |d| d.min(limit)),
             times: RequestTimes::default(),
+            stats: None,
             outcome: Outcome::Cancelled,
             metrics: inner.metrics.clone(),
             _permit: permit,
@@ -284,6 +339,7 @@ struct InFlight {
     started: Instant,
     deadline: Instant,
     times: RequestTimes,
+    stats: Option<ImageStats>,
     outcome: Outcome,
     metrics: Metrics,
     _permit: OwnedSemaphorePermit,
@@ -294,17 +350,17 @@ impl InFlight {
     fn finish(mut self, result: Result<(Output, Option<TileGrid>)>) -> Result<Classified> {
         let result = result.and_then(|(out, grid)| {
             let pre = self.times.preprocess.unwrap_or_default();
-            classified(&self.deployment, out, grid, pre, self.started)
+            classified(&self.deployment, out, grid, pre, self.started, self.stats)
         });
         match &result {
             Ok(c) => {
                 self.outcome = Outcome::Success;
-                let labels = &self.deployment.manifest().model.labels;
-                if let Some(i) = labels.iter().position(|l| *l == c.verdict.label) {
-                    self.deployment
-                        .metrics()
-                        .prediction(i, c.verdict.confidence);
-                }
+                self.deployment
+                    .metrics()
+                    .prediction(c.observation.predicted, c.verdict.confidence);
+                self.deployment
+                    .monitor()
+                    .observe(c.observation.clone(), c.verdict.review);
             }
             Err(e) => {
                 self.outcome = Outcome::Failed(e.kind());
@@ -390,6 +446,7 @@ fn classified(
     grid: Option<TileGrid>,
     preprocess: Duration,
     started: Instant,
+    stats: Option<ImageStats>,
 ) -> Result<Classified> {
     let m = deployment.manifest();
     let name = &m.roles.probabilities;
@@ -416,7 +473,30 @@ fn classified(
         .max_by(|a, b| a.1.score.total_cmp(&b.1.score).then(b.0.cmp(&a.0)))
         .map(|(i, d)| (i, d.clone()))
         .ok_or_else(|| Error::BadOutput("the request had no image to decide".into()))?;
+    let monitor = deployment.monitor();
+    let embedding = monitor
+        .embedding_output()
+        .and_then(|e| out.outputs.get(e))
+        .filter(|t| t.shape.first() == Some(&rows))
+        .map(|t| t.item(verdict_row).to_vec());
+    let ood = embedding.as_deref().and_then(|e| monitor.score_ood(e));
+    let observation = Observation {
+        stats,
+        embedding,
+        probabilities: probs.item(verdict_row).to_vec(),
+        predicted: m
+            .model
+            .labels
+            .iter()
+            .position(|l| *l == verdict.label)
+            .unwrap_or(0),
+        confidence: verdict.confidence,
+        ood_distance: ood.map(|o| o.distance),
+        out_of_distribution: ood.is_some_and(|o| o.out_of_distribution),
+    };
     Ok(Classified {
+        observation,
+        ood,
         model: deployment.name().clone(),
         version: deployment.version().clone(),
         bundle: deployment.digest(),

@@ -28,6 +28,7 @@ pub mod deploy;
 pub mod infer;
 pub mod metrics;
 mod model;
+pub mod monitor;
 pub mod queue;
 
 use std::sync::Arc;
@@ -39,6 +40,10 @@ use vigil_core::types::{ModelName, ModelVersion};
 pub use deploy::{BundleFiles, DeployConfig, Deployment, Deployments};
 pub use infer::{Classified, Infer, Timings};
 pub use metrics::Metrics;
+pub use monitor::{
+    DriftWindow, LiveSummary, LiveWindow, LogConfig, MonitorConfig, MonitorSink, OnFull,
+    PredictionLog, VersionMonitor,
+};
 
 /// What went wrong on the request path or while deploying a model. `Clone`, because one
 /// engine failure fans out to every request of a batch.

@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use vigil_core::ErrorKind;
 use vigil_core::types::{Label, ModelName, ModelVersion};
@@ -59,6 +59,42 @@ pub const NV_INFERENCE_EXEC_COUNT: &str = "nv_inference_exec_count";
 pub const NV_INFERENCE_QUEUE_DURATION_US: &str = "nv_inference_queue_duration_us";
 /// Triton: cumulative engine time, in microseconds (counted per batch).
 pub const NV_INFERENCE_COMPUTE_INFER_DURATION_US: &str = "nv_inference_compute_infer_duration_us";
+
+/// Predictions flagged, by `reason` (`review`, `out_of_distribution`).
+pub const FLAGGED_TOTAL: &str = "vigil_flagged_total";
+/// Share of each label among the version's last window of predictions (count window).
+pub const CLASS_SHARE: &str = "vigil_class_share";
+/// Share of out-of-distribution images among the last window of predictions.
+pub const OOD_SHARE: &str = "vigil_ood_share";
+/// Share of flagged predictions among the last window of predictions.
+pub const FLAGGED_SHARE: &str = "vigil_flagged_share";
+/// Mean confidence of the last window of predictions.
+pub const CONFIDENCE_MEAN: &str = "vigil_confidence_mean";
+/// 1 when the latest drift window of the version drifted, else 0.
+pub const DRIFT_DETECTED: &str = "vigil_drift_detected";
+/// The latest drift window's statistic, by `signal` (`stat.mean`, `embedding.mmd`, ...).
+pub const DRIFT_STATISTIC: &str = "vigil_drift_statistic";
+/// The calibrated alarm threshold of each signal.
+pub const DRIFT_THRESHOLD: &str = "vigil_drift_threshold";
+/// Statistic over threshold: above 1 the signal alarms. Comparable across signals.
+pub const DRIFT_STATISTIC_RATIO: &str = "vigil_drift_statistic_ratio";
+/// The latest drift window's p-value, by `signal`, where the test gives one (assumes
+/// independent images: read it with the calibrated threshold, not alone).
+pub const DRIFT_P_VALUE: &str = "vigil_drift_p_value";
+/// Drift windows evaluated, by `result` (`drift`, `ok`).
+pub const DRIFT_WINDOWS_TOTAL: &str = "vigil_drift_windows_total";
+/// Prediction-log records written to the store.
+pub const PREDICTION_LOG_WRITTEN_TOTAL: &str = "vigil_prediction_log_written_total";
+/// Prediction-log records not written, by `reason` (`dropped`: the log was full under the
+/// `drop` policy; `rejected`: the request was refused under `reject`; `duplicate`: the
+/// request id was already logged).
+pub const PREDICTION_LOG_LOST_TOTAL: &str = "vigil_prediction_log_lost_total";
+/// Records waiting to be written.
+pub const PREDICTION_LOG_PENDING: &str = "vigil_prediction_log_pending";
+/// Failed writes of a batch (the batch is kept and retried).
+pub const PREDICTION_LOG_WRITE_ERRORS_TOTAL: &str = "vigil_prediction_log_write_errors_total";
+/// Time to write one batch to the store.
+pub const PREDICTION_LOG_FLUSH_SECONDS: &str = "vigil_prediction_log_flush_seconds";
 
 /// Buckets for request, preprocessing, queue and engine times, in seconds: from 0.5 ms (one
 /// 128x128 tile on weldnet-s runs in about 1 ms on a CPU) to 30 s (the default request
@@ -134,6 +170,28 @@ pub struct Metrics {
     nv_exec: IntCounterVec,
     nv_queue_us: IntCounterVec,
     nv_compute_us: IntCounterVec,
+    monitor: MonitorFamilies,
+}
+
+/// Monitoring's families: model metrics on live data, drift, the prediction log.
+#[derive(Debug, Clone)]
+struct MonitorFamilies {
+    flagged: IntCounterVec,
+    class_share: GaugeVec,
+    ood_share: GaugeVec,
+    flagged_share: GaugeVec,
+    confidence_mean: GaugeVec,
+    drift_detected: GaugeVec,
+    drift_statistic: GaugeVec,
+    drift_threshold: GaugeVec,
+    drift_ratio: GaugeVec,
+    drift_p_value: GaugeVec,
+    drift_windows: IntCounterVec,
+    log_written: IntCounter,
+    log_lost: IntCounterVec,
+    log_pending: IntGauge,
+    log_errors: IntCounter,
+    log_flush: Histogram,
 }
 
 impl Default for Metrics {
@@ -273,7 +331,116 @@ impl Metrics {
             "Cumulative compute inference duration in microseconds (Triton).",
             mv,
         );
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid; this is a bug");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique; this is a bug");
+            g
+        };
+        let mvs = &[MODEL, VERSION, "signal"];
+        let log_written = IntCounter::new(
+            PREDICTION_LOG_WRITTEN_TOTAL,
+            "Prediction-log records written to the store.",
+        )
+        .expect("metric definitions are static and valid; this is a bug");
+        let log_pending = IntGauge::new(
+            PREDICTION_LOG_PENDING,
+            "Prediction-log records waiting to be written.",
+        )
+        .expect("metric definitions are static and valid; this is a bug");
+        let log_errors = IntCounter::new(
+            PREDICTION_LOG_WRITE_ERRORS_TOTAL,
+            "Failed writes of a prediction-log batch (kept and retried).",
+        )
+        .expect("metric definitions are static and valid; this is a bug");
+        let log_flush = Histogram::with_opts(
+            HistogramOpts::new(
+                PREDICTION_LOG_FLUSH_SECONDS,
+                "Time to write one prediction-log batch, in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid; this is a bug");
+        for c in [
+            Box::new(log_written.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_pending.clone()),
+            Box::new(log_errors.clone()),
+            Box::new(log_flush.clone()),
+        ] {
+            registry
+                .register(c)
+                .expect("metric names are unique; this is a bug");
+        }
+        let monitor = MonitorFamilies {
+            flagged: counter(
+                FLAGGED_TOTAL,
+                "Predictions flagged, by reason.",
+                &[MODEL, VERSION, "reason"],
+            ),
+            class_share: gauge(
+                CLASS_SHARE,
+                "Share of each label among the last window of predictions.",
+                &[MODEL, VERSION, "label"],
+            ),
+            ood_share: gauge(
+                OOD_SHARE,
+                "Share of out-of-distribution images among the last window of predictions.",
+                mv,
+            ),
+            flagged_share: gauge(
+                FLAGGED_SHARE,
+                "Share of flagged predictions among the last window of predictions.",
+                mv,
+            ),
+            confidence_mean: gauge(
+                CONFIDENCE_MEAN,
+                "Mean confidence of the last window of predictions.",
+                mv,
+            ),
+            drift_detected: gauge(
+                DRIFT_DETECTED,
+                "1 when the latest drift window drifted, else 0.",
+                mv,
+            ),
+            drift_statistic: gauge(
+                DRIFT_STATISTIC,
+                "The latest drift window's statistic, by signal.",
+                mvs,
+            ),
+            drift_threshold: gauge(
+                DRIFT_THRESHOLD,
+                "The calibrated alarm threshold of each drift signal.",
+                mvs,
+            ),
+            drift_ratio: gauge(
+                DRIFT_STATISTIC_RATIO,
+                "Drift statistic over its threshold; above 1 the signal alarms.",
+                mvs,
+            ),
+            drift_p_value: gauge(
+                DRIFT_P_VALUE,
+                "The latest drift window's p-value, by signal (assumes independent images).",
+                mvs,
+            ),
+            drift_windows: counter(
+                DRIFT_WINDOWS_TOTAL,
+                "Drift windows evaluated, by result.",
+                &[MODEL, VERSION, "result"],
+            ),
+            log_written,
+            log_lost: counter(
+                PREDICTION_LOG_LOST_TOTAL,
+                "Prediction-log records not written, by reason.",
+                &["reason"],
+            ),
+            log_pending,
+            log_errors,
+            log_flush,
+        };
         Metrics {
+            monitor,
             registry,
             requests,
             duration,
@@ -452,6 +619,154 @@ impl DeploymentMetrics {
     pub(crate) fn skipped(&self, cancelled: usize, expired: usize) {
         self.skipped_cancelled.inc_by(cancelled as u64);
         self.skipped_expired.inc_by(expired as u64);
+    }
+}
+
+/// Monitoring's series of one deployed version.
+#[derive(Debug, Clone)]
+pub(crate) struct MonitorMetrics {
+    families: MonitorFamilies,
+    model: String,
+    version: String,
+    flagged_review: IntCounter,
+    flagged_ood: IntCounter,
+    /// In the order of the manifest's labels.
+    class_share: Vec<Gauge>,
+    ood_share: Gauge,
+    flagged_share: Gauge,
+    confidence_mean: Gauge,
+    drift_detected: Gauge,
+}
+
+/// The live shares of one version's last window of predictions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LiveShares {
+    pub class_shares: Vec<f64>,
+    pub ood_share: f64,
+    pub flagged_share: f64,
+    pub confidence_mean: f64,
+}
+
+/// One signal of a drift window, as the metrics see it.
+#[derive(Debug, Clone)]
+pub(crate) struct SignalValue<'a> {
+    pub name: &'a str,
+    pub statistic: f64,
+    pub threshold: f64,
+    pub p_value: Option<f64>,
+}
+
+impl MonitorMetrics {
+    /// A flagged prediction, by reason.
+    pub(crate) fn flagged(&self, review: bool, ood: bool) {
+        if review {
+            self.flagged_review.inc();
+        }
+        if ood {
+            self.flagged_ood.inc();
+        }
+    }
+
+    /// The shares of the last window.
+    pub(crate) fn shares(&self, s: &LiveShares) {
+        for (g, v) in self.class_share.iter().zip(&s.class_shares) {
+            g.set(*v);
+        }
+        self.ood_share.set(s.ood_share);
+        self.flagged_share.set(s.flagged_share);
+        self.confidence_mean.set(s.confidence_mean);
+    }
+
+    /// A drift window's outcome and each signal's statistic.
+    pub(crate) fn drift_window(&self, drift: bool, signals: &[SignalValue<'_>]) {
+        let f = &self.families;
+        self.drift_detected.set(if drift { 1.0 } else { 0.0 });
+        f.drift_windows
+            .with_label_values(&[
+                self.model.as_str(),
+                self.version.as_str(),
+                if drift { "drift" } else { "ok" },
+            ])
+            .inc();
+        for s in signals {
+            let l = [self.model.as_str(), self.version.as_str(), s.name];
+            f.drift_statistic.with_label_values(&l).set(s.statistic);
+            f.drift_threshold.with_label_values(&l).set(s.threshold);
+            if s.threshold > 0.0 {
+                f.drift_ratio
+                    .with_label_values(&l)
+                    .set(s.statistic / s.threshold);
+            }
+            if let Some(p) = s.p_value {
+                f.drift_p_value.with_label_values(&l).set(p);
+            }
+        }
+    }
+}
+
+/// The prediction log's series.
+#[derive(Debug, Clone)]
+pub(crate) struct LogMetrics {
+    families: MonitorFamilies,
+}
+
+impl LogMetrics {
+    pub(crate) fn written(&self, n: usize) {
+        self.families.log_written.inc_by(n as u64);
+    }
+    pub(crate) fn lost(&self, reason: &'static str, n: usize) {
+        self.families
+            .log_lost
+            .with_label_values(&[reason])
+            .inc_by(n as u64);
+    }
+    pub(crate) fn pending(&self, n: usize) {
+        self.families
+            .log_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    pub(crate) fn write_error(&self) {
+        self.families.log_errors.inc();
+    }
+    pub(crate) fn flush(&self, took: Duration) {
+        self.families.log_flush.observe(took.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Monitoring's series of one deployed version.
+    pub(crate) fn monitor(
+        &self,
+        model: &ModelName,
+        version: &ModelVersion,
+        labels: &[Label],
+    ) -> MonitorMetrics {
+        let f = &self.monitor;
+        let mv = [model.as_str(), version.as_str()];
+        MonitorMetrics {
+            families: f.clone(),
+            model: mv[0].to_owned(),
+            version: mv[1].to_owned(),
+            flagged_review: f.flagged.with_label_values(&[mv[0], mv[1], "review"]),
+            flagged_ood: f
+                .flagged
+                .with_label_values(&[mv[0], mv[1], "out_of_distribution"]),
+            class_share: labels
+                .iter()
+                .map(|l| f.class_share.with_label_values(&[mv[0], mv[1], l.as_str()]))
+                .collect(),
+            ood_share: f.ood_share.with_label_values(&mv),
+            flagged_share: f.flagged_share.with_label_values(&mv),
+            confidence_mean: f.confidence_mean.with_label_values(&mv),
+            drift_detected: f.drift_detected.with_label_values(&mv),
+        }
+    }
+
+    /// The prediction log's series.
+    pub(crate) fn log(&self) -> LogMetrics {
+        LogMetrics {
+            families: self.monitor.clone(),
+        }
     }
 }
 

@@ -1094,13 +1094,14 @@ mod tests {
         assert!(!w.wants(&info));
     }
 
-    /// The commented `[alerts]` example in config/default.toml parses and builds.
+    /// The commented `[[alerts.rules]]` and `[[alerts.webhooks]]` examples in
+    /// config/default.toml parse and build.
     #[test]
     fn the_documented_example_parses() {
         let default = include_str!("../../../config/default.toml");
         let start = default
-            .find("# [alerts]")
-            .expect("config/default.toml documents [alerts]");
+            .find("# [[alerts.rules]]")
+            .expect("config/default.toml documents [[alerts.rules]]");
         let example: String = default[start..]
             .lines()
             .take_while(|l| l.starts_with('#'))

@@ -26,6 +26,7 @@
 
 pub mod alerting;
 pub mod error;
+pub mod monitoring;
 pub mod openapi;
 pub mod promote;
 pub mod request_id;
@@ -101,6 +102,8 @@ pub struct AppState {
     readiness: Arc<Readiness>,
     limits: HttpLimits,
     registry: Option<Arc<dyn vigil_store::Registry>>,
+    monitor_store: Option<Arc<dyn vigil_store::MonitorStore>>,
+    log: Option<vigil_runtime::PredictionLog>,
     bundle_check: promote::BundleCheck,
     /// Held by each promotion, so deployments change one at a time.
     promotions: Arc<tokio::sync::Mutex<()>>,
@@ -115,6 +118,8 @@ impl AppState {
             readiness: Arc::new(Readiness::default()),
             limits,
             registry: None,
+            monitor_store: None,
+            log: None,
             bundle_check: promote::BundleCheck::basic(),
             promotions: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -125,6 +130,29 @@ impl AppState {
     pub fn with_registry(mut self, registry: Arc<dyn vigil_store::Registry>) -> AppState {
         self.registry = Some(registry);
         self
+    }
+
+    /// The prediction log every answered prediction goes to, and the store that holds it
+    /// (for the monitoring API). Without them nothing is logged.
+    #[must_use]
+    pub fn with_monitoring(
+        mut self,
+        store: Arc<dyn vigil_store::MonitorStore>,
+        log: vigil_runtime::PredictionLog,
+    ) -> AppState {
+        self.monitor_store = Some(store);
+        self.log = Some(log);
+        self
+    }
+
+    /// The prediction log, if the server keeps one.
+    pub fn log(&self) -> Option<&vigil_runtime::PredictionLog> {
+        self.log.as_ref()
+    }
+
+    /// The monitoring store, if the server has one.
+    pub fn monitor_store(&self) -> Option<&Arc<dyn vigil_store::MonitorStore>> {
+        self.monitor_store.as_ref()
     }
 
     /// How a stored bundle is checked before it is deployed (default:
@@ -183,17 +211,23 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting,
-/// lets the requests in flight finish, and shuts the runtime down (queues drained, threads
-/// joined).
+/// lets the requests in flight finish, shuts the runtime down (queues drained, threads
+/// joined), and flushes the prediction log.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let infer = state.infer.clone();
+    let log = state.log.clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     infer.shutdown().await;
+    if let Some(log) = log {
+        let pending = log.pending();
+        log.close().await;
+        tracing::info!(flushed = pending, "Prediction log flushed.");
+    }
     result
 }

@@ -34,6 +34,19 @@ pub async fn open_registry(ctx: &Context) -> anyhow::Result<Arc<dyn Registry>> {
     Ok(registry)
 }
 
+/// Opens the store's monitoring side (the prediction log, drift windows, alert history) in
+/// the configured data directory.
+pub async fn open_monitor_store(
+    ctx: &Context,
+) -> anyhow::Result<Arc<dyn vigil_store::MonitorStore>> {
+    let data_dir = ctx.config.data_dir()?;
+    vigil_store::open_monitor(&vigil_store::OpenOptions {
+        data_dir: data_dir.clone(),
+    })
+    .await
+    .with_context(|| format!("cannot open the prediction log in {}", data_dir.display()))
+}
+
 /// What to check when verifying a bundle.
 #[derive(Debug)]
 pub struct VerifyOptions {

@@ -26,7 +26,7 @@ use vigil_server::promote::BundleCheck;
 use vigil_server::{AppState, HttpLimits, ModelStatus};
 
 use super::Context;
-use super::common::{VerifyOptions, open_registry, verify_bundle};
+use super::common::{VerifyOptions, open_monitor_store, open_registry, verify_bundle};
 use crate::config::ConfigError;
 
 /// The alias whose version is served.
@@ -80,7 +80,23 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         threads = engine.intra_threads,
         "Engine selected."
     );
-    let infer = Infer::new(
+    let registry = open_registry(ctx).await?;
+    let metrics = vigil_runtime::Metrics::new();
+    let monitoring = &ctx.config.monitoring;
+    let mut monitor = monitoring.runtime();
+    let mut log_store = None;
+    if let Some(log_cfg) = monitoring.log_config()? {
+        let store = open_monitor_store(ctx).await?;
+        let log = vigil_runtime::PredictionLog::start(
+            log_cfg,
+            Arc::new(vigil_server::monitoring::StoreSink(store.clone())),
+            &metrics,
+        );
+        spawn_retention(store.clone(), monitoring.log.retention);
+        monitor.log = Some(log.clone());
+        log_store = Some((store, log));
+    }
+    let infer = Infer::with_metrics(
         InferConfig {
             max_in_flight: s.max_in_flight,
             preprocess_threads: s.preprocess_threads,
@@ -92,11 +108,12 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 max_queue_delay: s.max_queue_delay,
             },
             engine,
+            monitor,
             ..DeployConfig::default()
         },
+        metrics,
     )
     .context("cannot start the request path")?;
-    let registry = open_registry(ctx).await?;
     let state = AppState::new(
         infer,
         HttpLimits {
@@ -105,6 +122,10 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .with_registry(registry.clone())
     .with_bundle_check(bundle_check(ctx)?);
+    let state = match log_store {
+        Some((store, log)) => state.with_monitoring(store, log),
+        None => state,
+    };
 
     let mut bundles = production_bundles(ctx, registry.as_ref(), &state).await?;
     if bundles.is_empty() && state.readiness().snapshot().is_empty() && s.serve_shipped_model {
@@ -190,6 +211,32 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = watcher.await;
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes predictions older than `retention` at start and every hour ("0s" keeps all).
+fn spawn_retention(store: Arc<dyn vigil_store::MonitorStore>, retention: std::time::Duration) {
+    if retention.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let Ok(span) = chrono::Duration::from_std(retention) else {
+                return;
+            };
+            let cutoff = chrono::Utc::now() - span;
+            match store.delete_predictions_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(deleted = n, %cutoff, "Old predictions deleted (monitoring.log.retention).")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot apply the prediction log's retention.")
+                }
+            }
+        }
+    });
 }
 
 /// The bundle behind every model's `production` alias, verified. A model whose bundle

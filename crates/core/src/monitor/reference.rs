@@ -77,8 +77,8 @@ use crate::drift::mahalanobis::{MahalanobisConfig, MahalanobisModel, OodScore};
 use crate::drift::mmd::{MmdConfig, mmd_test};
 use crate::drift::{DriftError, quantile_sorted};
 
-/// The profile's file name inside a bundle.
-pub const REFERENCE_FILE: &str = "reference.json";
+/// The file a bundle keeps its reference profile in.
+pub use crate::bundle::REFERENCE_FILE;
 
 /// The profile format written by this version.
 pub const FORMAT: u32 = 1;

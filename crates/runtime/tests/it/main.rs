@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod log;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! OpenAPI test read) and shared lookups live here.
 
 pub mod admin;
+pub mod monitor;
 pub mod multipart;
 pub mod ops;
 pub mod predict;
@@ -88,6 +89,9 @@ pub fn table() -> Vec<Route> {
             predict::versioned,
         ),
         route(Put, "/v1/models/{name}/aliases/{alias}", admin::set_alias),
+        route(Get, "/v1/models/{name}/monitoring", monitor::monitoring),
+        route(Get, "/v1/models/{name}/drift", monitor::drift),
+        route(Get, "/v1/predictions/{request_id}", monitor::prediction),
         route(Get, "/v2", v2::server_metadata),
         route(Get, "/v2/health/live", v2::live),
         route(Get, "/v2/health/ready", v2::ready),

@@ -108,10 +108,17 @@ pub async fn classify(
     id: &RequestId,
     parts: Vec<Part>,
 ) -> Vec<PartResult> {
-    futures::stream::iter(parts)
-        .map(|Part(part)| async move {
+    let many = parts.len() > 1;
+    futures::stream::iter(parts.into_iter().enumerate())
+        .map(|(i, Part(part))| async move {
             let image = part?;
-            predict::classify_one(state, name, version, id, image)
+            // Each part is its own prediction in the log: `<request id>.<part index>`.
+            let part_id = if many {
+                RequestId(format!("{}.{i}", id.0))
+            } else {
+                id.clone()
+            };
+            predict::classify_one(state, name, version, &part_id, image)
                 .await
                 .map(|(answer, _)| answer)
         })

@@ -47,8 +47,13 @@ pub struct PredictResponse {
     pub probabilities: BTreeMap<String, f32>,
     /// How sure the decision is.
     pub confidence: f32,
-    /// Flags on the decision: `review` when the bundle's rule sends it to a person.
+    /// Flags on the decision: `review` when the bundle's rule sends it to a person,
+    /// `out_of_distribution` when the image does not resemble the training images.
     pub flags: Vec<&'static str>,
+    /// How far the image is from the training images, when the bundle has a reference
+    /// profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodResponse>,
     /// Stage times, in milliseconds (also `x-vigil-*-ms` headers).
     pub timings: TimingsResponse,
     /// Images in the engine batch this request ran in.
@@ -56,6 +61,20 @@ pub struct PredictResponse {
     /// For a tiled film: the tiles and each one's score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiles: Option<TilesResponse>,
+}
+
+/// The out-of-distribution score of an image.
+#[derive(Debug, Serialize)]
+pub struct OodResponse {
+    /// Mahalanobis distance of the image's embedding to the training images'.
+    pub distance: f64,
+    /// The distance above which an image is out of distribution (a high quantile of the
+    /// reference images' own distances).
+    pub threshold: f64,
+    /// `distance > threshold`.
+    pub out_of_distribution: bool,
+    /// In words.
+    pub message: &'static str,
 }
 
 /// Stage times in milliseconds.
@@ -149,6 +168,7 @@ pub(crate) async fn classify_one(
     let before = deployment(infer, name, version)?;
     let c = infer.classify(name, image, None).await?;
     check_version(name, &c.version, version)?;
+    crate::monitoring::log_prediction(state, &id.0, &c).await?;
     // The labels of the version that answered: normally the one looked up before, unless
     // a swap happened while the request ran.
     let d = if c.version == *before.version() {
@@ -179,11 +199,17 @@ fn answer(d: &Deployment, id: &RequestId, c: &Classified) -> PredictResponse {
             .map(|(l, p)| (l.to_string(), *p))
             .collect(),
         confidence: c.verdict.confidence,
-        flags: if c.verdict.review {
-            vec!["review"]
-        } else {
-            Vec::new()
-        },
+        flags: c.flags(),
+        ood: c.ood.map(|o| OodResponse {
+            distance: o.distance,
+            threshold: o.threshold,
+            out_of_distribution: o.out_of_distribution,
+            message: if o.out_of_distribution {
+                "does not resemble the training images"
+            } else {
+                "resembles the training images"
+            },
+        }),
         timings: TimingsResponse {
             preprocess: ms(c.timings.preprocess),
             queue: ms(c.timings.queue),

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -27,7 +27,7 @@ use vigil_runtime::{Classified, Timings};
 
 use crate::routes::predict::timing_headers;
 use crate::routes::{check_version, deployment, model_name};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, RequestId};
 
 /// The binary tensor extension's header: the length of the JSON part of the body.
 const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
@@ -110,20 +110,22 @@ pub struct InferResponse {
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run_infer(&state, &name, None, &headers, body?).await
+    run_infer(&state, &name, None, &id, &headers, body?).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`
 pub async fn infer_versioned(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run_infer(&state, &name, Some(&version), &headers, body?).await
+    run_infer(&state, &name, Some(&version), &id, &headers, body?).await
 }
 
 /// Parses the request, runs it, and shapes the outputs asked for.
@@ -131,6 +133,7 @@ async fn run_infer(
     state: &AppState,
     name: &str,
     version: Option<&str>,
+    id: &RequestId,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -180,9 +183,10 @@ async fn run_infer(
         "FP32" => {
             let batch = fp32_batch(&input.shape, data)?;
             let c = infer.classify_tensor(&name, batch, None).await?;
+            crate::monitoring::log_prediction(state, &id.0, &c).await?;
             (c.version, c.outputs, c.timings)
         }
-        "BYTES" => classify_images(state, &name, &input.shape, data).await?,
+        "BYTES" => classify_images(state, &name, id, &input.shape, data).await?,
         other => {
             return Err(ApiError::invalid(format!(
                 "input {:?} has datatype {other:?}; FP32 (a tensor) or BYTES (encoded \
@@ -373,10 +377,12 @@ fn encoded_images(shape: &[i64], data: InputData<'_>) -> Result<Vec<Bytes>, ApiE
 async fn classify_images(
     state: &AppState,
     name: &ModelName,
+    id: &RequestId,
     shape: &[i64],
     data: InputData<'_>,
 ) -> Result<(ModelVersion, Outputs, Timings), ApiError> {
     let images = encoded_images(shape, data)?;
+    let many = images.len() > 1;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, img) in images.into_iter().enumerate() {
         let (infer, name) = (state.infer().clone(), name.clone());
@@ -391,6 +397,15 @@ async fn classify_images(
         done.push((i, result?));
     }
     done.sort_by_key(|(i, _)| *i);
+    for (i, c) in &done {
+        // Each image is its own prediction in the log: `<request id>.<index>`.
+        let image_id = if many {
+            format!("{}.{i}", id.0)
+        } else {
+            id.0.clone()
+        };
+        crate::monitoring::log_prediction(state, &image_id, c).await?;
+    }
     let version = done
         .first()
         .map(|(_, c)| c.version.clone())

@@ -80,9 +80,10 @@ async fn two_real_tiles_in_one_request_give_two_results_in_order() {
         assert_eq!(answer["request_id"], "strip-9");
         let results = answer["results"].as_array().unwrap();
         assert_eq!(results.len(), 2, "{answer}");
-        for (result, image) in results.iter().zip([&a, &b]) {
+        for (i, (result, image)) in results.iter().zip([&a, &b]).enumerate() {
             let alone = single(&app, image.clone()).await;
-            assert_eq!(result["request_id"], "strip-9");
+            // Each part is its own prediction in the log: `<request id>.<part>`.
+            assert_eq!(result["request_id"], format!("strip-9.{i}"));
             assert_eq!(result["model"], "weldnet");
             assert_eq!(result["version"], "1");
             assert_eq!(result["label"], alone["label"], "{result} vs {alone}");

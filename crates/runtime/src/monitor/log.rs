@@ -1,0 +1,323 @@
+//! The prediction log's writer: every answered prediction (and every drift window) goes
+//! through one bounded channel to a task that writes batches to a [`MonitorSink`] (the
+//! store), off the request path.
+//!
+//! - **Batches**: up to `batch_size` records, or whatever arrived within `flush_interval` of
+//!   the first one, in one store transaction.
+//! - **Overload** (the channel is full because the store is slower than the traffic), by
+//!   [`OnFull`]: `block` (default) makes the request wait for room, so serving slows to the
+//!   store's pace and admission control turns the excess away with 429: nothing is
+//!   answered that is not logged. `reject` fails the request at once (503) instead of
+//!   waiting. `drop` answers anyway and counts the record in
+//!   `vigil_prediction_log_lost_total{reason="dropped"}` with a warning: for lines that
+//!   value availability over a complete log. Loss is never silent.
+//! - **Store errors**: a batch that fails to write is kept and retried with backoff (the
+//!   channel fills meanwhile and the policy above applies); it is counted in
+//!   `vigil_prediction_log_write_errors_total`.
+//! - **Shutdown**: [`PredictionLog::close`] stops accepting, drains the channel and writes
+//!   everything. After `kill -9` at most the records of one flush interval (plus the batch
+//!   being written) are lost.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use vigil_core::monitor::{PredictionRecord, WindowReport};
+
+use crate::metrics::{LogMetrics, Metrics};
+use crate::{Error, Result};
+
+/// What happens to a prediction when the log's channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFull {
+    /// The request waits for room (back-pressure; bounded by the request's deadline).
+    #[default]
+    Block,
+    /// The request fails at once with 503; nothing unlogged is answered.
+    Reject,
+    /// The answer goes out and the record is dropped, counted and warned about.
+    Drop,
+}
+
+impl std::str::FromStr for OnFull {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "block" => Ok(OnFull::Block),
+            "reject" => Ok(OnFull::Reject),
+            "drop" => Ok(OnFull::Drop),
+            other => Err(format!(
+                "unknown overload policy {other:?} (expected block, reject or drop)"
+            )),
+        }
+    }
+}
+
+/// How the prediction log writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Records the channel holds before the overload policy applies. Default 10,000 (about
+    /// 3 s of peak traffic on a 2-core machine; 10 MB).
+    pub capacity: usize,
+    /// Most records per store transaction. Default 256.
+    pub batch_size: usize,
+    /// The longest a record waits for its batch to fill. Default 1 s: after `kill -9`, at
+    /// most about this much is lost.
+    pub flush_interval: Duration,
+    /// What a full channel does to a request.
+    pub on_full: OnFull,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            capacity: 10_000,
+            batch_size: 256,
+            flush_interval: Duration::from_secs(1),
+            on_full: OnFull::Block,
+        }
+    }
+}
+
+/// One evaluated drift window, as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DriftWindow {
+    /// The model.
+    pub model: String,
+    /// The version monitored.
+    pub version: String,
+    /// When the window was evaluated.
+    pub ended_at: DateTime<Utc>,
+    /// What the tests found.
+    pub report: WindowReport,
+}
+
+/// Where the log writes: the store, behind its monitoring interface.
+#[async_trait]
+pub trait MonitorSink: Send + Sync + std::fmt::Debug {
+    /// Writes a batch of predictions in one transaction; returns how many were new (a
+    /// request id already logged is skipped, not overwritten).
+    async fn append_predictions(
+        &self,
+        records: &[PredictionRecord],
+    ) -> std::result::Result<usize, String>;
+    /// Writes one drift window.
+    async fn append_window(&self, window: &DriftWindow) -> std::result::Result<(), String>;
+}
+
+#[derive(Debug)]
+enum Item {
+    Prediction(Box<PredictionRecord>),
+    Window(Arc<DriftWindow>),
+}
+
+/// The sending side of the prediction log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PredictionLog {
+    tx: mpsc::Sender<Item>,
+    cfg: LogConfig,
+    metrics: LogMetrics,
+    stop: CancellationToken,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl PredictionLog {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(cfg: LogConfig, sink: Arc<dyn MonitorSink>, metrics: &Metrics) -> PredictionLog {
+        let (tx, rx) = mpsc::channel(cfg.capacity.max(1));
+        let stop = CancellationToken::new();
+        let metrics = metrics.log();
+        let writer = tokio::spawn(write_loop(rx, sink, cfg, metrics.clone(), stop.clone()));
+        PredictionLog {
+            tx,
+            cfg,
+            metrics,
+            stop,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        }
+    }
+
+    /// Queues one prediction under the overload policy. Errors: [`Error::Overloaded`]
+    /// (`reject` with a full channel), [`Error::ShuttingDown`] (the log is closed).
+    pub async fn submit(&self, record: PredictionRecord) -> Result<()> {
+        let item = Item::Prediction(Box::new(record));
+        let sent = match self.cfg.on_full {
+            OnFull::Block => self.tx.send(item).await.map_err(|_| Error::ShuttingDown),
+            OnFull::Reject | OnFull::Drop => match self.tx.try_send(item) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ShuttingDown),
+                Err(mpsc::error::TrySendError::Full(_)) if self.cfg.on_full == OnFull::Drop => {
+                    self.metrics.lost("dropped", 1);
+                    tracing::warn!(
+                        capacity = self.cfg.capacity,
+                        "The prediction log is full; a record was dropped (policy: drop)."
+                    );
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.metrics.lost("rejected", 1);
+                    Err(Error::Overloaded {
+                        max_in_flight: self.cfg.capacity,
+                    })
+                }
+            },
+        };
+        self.metrics.pending(self.pending());
+        sent
+    }
+
+    /// Queues one drift window; never dropped (it waits for room on a task of its own).
+    pub(crate) fn submit_window(&self, window: Arc<DriftWindow>) {
+        let tx = self.tx.clone();
+        match tx.try_send(Item::Window(window)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = tx.send(item).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("A drift window came after the prediction log closed.");
+            }
+        }
+    }
+
+    /// Records queued and not yet taken by the writer.
+    pub fn pending(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Stops accepting, writes everything queued, and waits for the writer. Idempotent.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = writer
+            && w.await.is_err()
+        {
+            tracing::error!("The prediction-log writer panicked.");
+        }
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Item>,
+    sink: Arc<dyn MonitorSink>,
+    cfg: LogConfig,
+    metrics: LogMetrics,
+    stop: CancellationToken,
+) {
+    let mut closing = false;
+    loop {
+        let first = if closing {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                item = rx.recv() => item,
+                () = stop.cancelled() => {
+                    closing = true;
+                    rx.close();
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        let until = Instant::now() + cfg.flush_interval;
+        while batch.len() < cfg.batch_size.max(1) {
+            if closing {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => batch.push(item),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(until) => break,
+                () = stop.cancelled() => {
+                    closing = true;
+                    rx.close();
+                }
+            }
+        }
+        metrics.pending(rx.len());
+        write(&*sink, batch, &metrics, closing).await;
+    }
+    tracing::debug!("The prediction log is flushed and closed.");
+}
+
+/// Writes one batch, retrying with backoff until it is stored. While closing, it gives up
+/// after a few tries so that shutdown cannot hang on a dead store; what it gives up is
+/// counted and logged as an error.
+async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, closing: bool) {
+    let mut predictions = Vec::with_capacity(batch.len());
+    let mut windows = Vec::new();
+    for item in batch {
+        match item {
+            Item::Prediction(p) => predictions.push(*p),
+            Item::Window(w) => windows.push(w),
+        }
+    }
+    let mut backoff = Duration::from_millis(50);
+    let mut tries = 0u32;
+    loop {
+        let t = std::time::Instant::now();
+        let result = async {
+            let mut inserted = 0;
+            if !predictions.is_empty() {
+                inserted = sink.append_predictions(&predictions).await?;
+            }
+            for w in &windows {
+                sink.append_window(w).await?;
+            }
+            Ok::<_, String>(inserted)
+        }
+        .await;
+        match result {
+            Ok(inserted) => {
+                metrics.flush(t.elapsed());
+                metrics.written(inserted);
+                if inserted < predictions.len() {
+                    metrics.lost("duplicate", predictions.len() - inserted);
+                    tracing::warn!(
+                        duplicates = predictions.len() - inserted,
+                        "Predictions with a request id already in the log were not written again."
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                tries += 1;
+                metrics.write_error();
+                if closing && tries >= 5 {
+                    metrics.lost("store_error", predictions.len());
+                    tracing::error!(
+                        error = %e,
+                        records = predictions.len(),
+                        "Shutting down with a store that refuses writes: these predictions are not in the log."
+                    );
+                    return;
+                }
+                tracing::warn!(error = %e, records = predictions.len(), retry_in = ?backoff, "Cannot write the prediction log; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // Windows already written on a failed try are written again: the store keeps
+                // both; predictions are deduplicated by request id.
+            }
+        }
+    }
+}

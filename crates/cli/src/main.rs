@@ -4,9 +4,11 @@
 mod assets;
 mod cmd;
 mod config;
+mod efficacy;
 mod exit;
 mod output;
 mod score;
+mod reference;
 mod simulate;
 
 use std::path::PathBuf;
@@ -88,6 +90,10 @@ enum Command {
     Doctor,
     /// Print the effective configuration (all layers applied) as TOML.
     Config,
+    /// Measure a bundle's drift monitoring on real images: false alarms per 10,000
+    /// in-distribution images and images until a simulated detector or exposure change is
+    /// noticed.
+    SimulateDrift(cmd::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +132,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Train(a) => cmd::train::run(&ctx, *a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Doctor => cmd::doctor::run(&ctx),
+        Command::SimulateDrift(a) => cmd::simulate::run(&ctx, &a),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&ctx.config)?);
             Ok(ExitCode::SUCCESS)

@@ -10,10 +10,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use vigil_core::bundle::{
     Bundle, BundleWriter, DecisionRule, GOLDEN_EXPECTED_FILE, MODEL_FILE, Manifest, Provenance,
-    REPORT_FILE, Step,
+    REFERENCE_FILE, REPORT_FILE, Step,
 };
 use vigil_core::eval::threshold::{choose_threshold, review_band};
 use vigil_core::eval::{EpochRecord, EvalReport, Scored};
+use vigil_core::monitor::{ReferenceConfig, ReferenceProfile};
 use vigil_core::types::{Label, ModelName, ModelVersion};
 use vigil_engine::EngineConfig;
 use vigil_engine::backend::Batch;
@@ -200,7 +201,46 @@ pub fn package(input: PackageInput<'_>, out: &Path) -> Result<(Bundle, TrainRepo
     writer.validate()?;
     let golden = vigil_engine::golden::record(backend.as_mut(), &pipeline, &golden_inputs)?;
     writer.add_file(GOLDEN_EXPECTED_FILE, golden.to_json())?;
+    if let Some(profile) = reference(writer.manifest(), backend.as_mut(), data)? {
+        let json = profile
+            .to_json()
+            .map_err(|e| Error::Config(format!("cannot write the reference profile: {e}")))?;
+        writer.add_file(REFERENCE_FILE, json)?;
+    }
     Ok((writer.write(out)?, report))
+}
+
+/// The reference profile for monitoring, from the validation images (which the model did
+/// not learn from), observed exactly as `vigil serve` observes live images. `None` (with a
+/// warning) when validation is too small to calibrate drift windows.
+fn reference(
+    manifest: &Manifest,
+    backend: &mut dyn vigil_engine::Backend,
+    data: &Dataset,
+) -> Result<Option<ReferenceProfile>> {
+    let Some(cfg) = ReferenceConfig::for_images(data.val.len()) else {
+        tracing::warn!(
+            images = data.val.len(),
+            "Too few validation images for a reference profile (at least 100): the bundle \
+             has no drift monitoring; add one later with `vigil bundle reference`."
+        );
+        return Ok(None);
+    };
+    let pipeline = Pipeline::new(manifest, Limits::default()).observing();
+    let observations = data
+        .val
+        .iter()
+        .map(|s| vigil_engine::observe::observe(manifest, &pipeline, backend, &s.bytes, 64))
+        .collect::<vigil_engine::Result<Vec<_>>>()?;
+    let labels: Vec<String> = manifest.model.labels.iter().map(ToString::to_string).collect();
+    let source = format!(
+        "validation split of {} ({} images)",
+        data.source.display(),
+        observations.len()
+    );
+    ReferenceProfile::build(&observations, &labels, &source, &cfg)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("cannot build the reference profile: {e}")))
 }
 
 /// The HTML page of a report.

@@ -51,6 +51,13 @@ pub enum BundleCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Write a copy of a bundle with a new reference profile (reference.json) computed from
+    /// images, for drift and out-of-distribution monitoring; the model, preprocessing and
+    /// golden cases stay as they are. The copy has a new identity (and no signature).
+    ///
+    /// Example: vigil bundle reference models/weldnet.tar --data data/weld/manifest.csv
+    /// --split val --out weldnet-ref.tar
+    Reference(ReferenceArgs),
     /// Unpack a bundle archive into a new folder, refusing unsafe entries.
     Unpack {
         /// The archive.
@@ -59,6 +66,27 @@ pub enum BundleCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+}
+
+/// Arguments of `bundle reference`.
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    /// The bundle folder or archive.
+    pub bundle: PathBuf,
+    /// Images to compute the profile from (folders, globs, CSV manifests), or one
+    /// reference.json to include as is. Use images the model was not trained on.
+    #[arg(long, required = true, num_args = 1.., value_name = "JSON|DATA")]
+    pub data: Vec<String>,
+    /// With a CSV manifest: only rows whose `split` column is this (e.g. val).
+    #[arg(long, value_name = "SPLIT")]
+    pub split: Option<String>,
+    /// Images per drift window; the data must hold at least four windows of images
+    /// (default: 200, or the largest multiple of 25 the images allow).
+    #[arg(long, value_name = "N")]
+    pub window: Option<usize>,
+    /// Where to write the new bundle (a folder, or an archive: .tar, .tar.gz, .tgz).
+    #[arg(long, short, value_name = "PATH")]
+    pub out: PathBuf,
 }
 
 /// Arguments of `bundle create`.
@@ -104,9 +132,20 @@ pub struct CreateArgs {
     /// wherever the bundle is loaded. Default: four synthetic images.
     #[arg(long, value_name = "IMAGE", num_args = 1..)]
     pub golden: Vec<PathBuf>,
-    /// A reference profile (reference.json) to include.
-    #[arg(long, value_name = "FILE")]
-    pub reference: Option<PathBuf>,
+    /// The reference profile for monitoring: a reference.json to include as is, or images to
+    /// compute it from (folders, globs or CSV manifests, as `vigil score` takes them): each
+    /// image runs through this bundle's own preprocessing and model, as `vigil serve` would,
+    /// and the drift thresholds are calibrated on them. Use held-out (validation) images the
+    /// model was not trained on. Repeatable.
+    #[arg(long, value_name = "JSON|DATA")]
+    pub reference: Vec<String>,
+    /// With a CSV manifest as --reference: only rows whose `split` column is this (e.g. val).
+    #[arg(long, value_name = "SPLIT")]
+    pub reference_split: Option<String>,
+    /// Images per drift window; the reference needs at least four windows of images
+    /// (default: 200, or the largest multiple of 25 the images allow).
+    #[arg(long, value_name = "N")]
+    pub reference_window: Option<usize>,
     /// An evaluation report (report.json) to include.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -169,6 +208,17 @@ pub fn run(ctx: &Context, cmd: BundleCommand) -> anyhow::Result<ExitCode> {
                 bundle.manifest().model.version,
                 args.out.display(),
                 bundle.digest()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Reference(args) => {
+            let b = rebuild_reference(ctx, &args)?;
+            println!(
+                "wrote {}:{} with a new reference profile to {} (sha256 {})",
+                b.manifest().model.name,
+                b.manifest().model.version,
+                args.out.display(),
+                b.digest()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -392,9 +442,6 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
     };
     let mut writer = BundleWriter::new(manifest);
     writer.add_file(MODEL_FILE, model.clone())?;
-    if let Some(p) = &args.reference {
-        writer.add_file(REFERENCE_FILE, read_json_file(p)?)?;
-    }
     if let Some(p) = &args.report {
         writer.add_file(REPORT_FILE, read_json_file(p)?)?;
     }
@@ -439,6 +486,17 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
     let golden = vigil_engine::golden::record(backend.as_mut(), &pipeline, &golden_inputs)?;
     writer.add_file(GOLDEN_EXPECTED_FILE, golden.to_json())?;
     tracing::info!(cases = golden.cases.len(), engine = %backend.describe(), "Golden outputs recorded.");
+    drop(backend);
+    if let Some(bytes) = reference_bytes(
+        ctx,
+        &manifest,
+        &model,
+        &args.reference,
+        args.reference_split.as_deref(),
+        args.reference_window,
+    )? {
+        writer.add_file(REFERENCE_FILE, bytes)?;
+    }
 
     let Some(key_path) = &args.sign_key else {
         return Ok(writer.write(&args.out)?);
@@ -457,6 +515,73 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
     b.sign(&key, &ctx.actor)?;
     bundle::pack(&dir, &args.out)?;
     Ok(Bundle::open(&args.out)?)
+}
+
+/// The bytes of `reference.json`: a profile file included as is (after checking it parses),
+/// or one built from images with the bundle's model; `None` when nothing was asked for.
+fn reference_bytes(
+    ctx: &Context,
+    manifest: &Manifest,
+    model: &[u8],
+    args: &[String],
+    split: Option<&str>,
+    window: Option<usize>,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    use vigil_core::monitor::ReferenceProfile;
+    match args {
+        [] => Ok(None),
+        [one] if crate::reference::is_profile_file(one) => {
+            let bytes = std::fs::read(one).with_context(|| format!("cannot read {one}"))?;
+            ReferenceProfile::from_json(&bytes)
+                .with_context(|| format!("{one} is not a reference profile"))?;
+            Ok(Some(bytes))
+        }
+        data => {
+            let profile = crate::reference::build(
+                manifest,
+                model,
+                &ctx.config.engine(),
+                &crate::reference::ReferenceData {
+                    inputs: data,
+                    split,
+                    window,
+                },
+            )?;
+            Ok(Some(profile.to_json()?))
+        }
+    }
+}
+
+/// `vigil bundle reference`: the same bundle with a new reference profile.
+fn rebuild_reference(ctx: &Context, args: &ReferenceArgs) -> anyhow::Result<Bundle> {
+    let b = Bundle::open(&args.bundle)
+        .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
+    let files = b
+        .verify_files()
+        .context("refusing to change a bundle that does not verify")?;
+    let model = files
+        .get(MODEL_FILE)
+        .with_context(|| format!("the bundle has no {MODEL_FILE}"))?;
+    let bytes = reference_bytes(
+        ctx,
+        b.manifest(),
+        model,
+        &args.data,
+        args.split.as_deref(),
+        args.window,
+    )?
+    .context("no reference data given")?;
+    if b.signature()?.is_some() {
+        tracing::warn!("The new bundle is not signed: its identity changed; sign it again with `vigil bundle sign`.");
+    }
+    let mut writer = BundleWriter::new(b.manifest().clone());
+    for (path, content) in files {
+        if path != REFERENCE_FILE {
+            writer.add_file(&path, content)?;
+        }
+    }
+    writer.add_file(REFERENCE_FILE, bytes)?;
+    Ok(writer.write(&args.out)?)
 }
 
 fn read_json_file(p: &Path) -> anyhow::Result<Vec<u8>> {

@@ -134,7 +134,9 @@ fn create_args(
         probabilities_output: "probabilities".into(),
         embedding_output: None,
         golden: tiles.to_vec(),
-        reference: None,
+        reference: Vec::new(),
+        reference_split: None,
+        reference_window: None,
         report: None,
         description: format!("Weld tile classifier, demo release {version}"),
         trainer: "external".into(),
@@ -439,19 +441,21 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
     println!("   the same six tiles, scored by the trained model:");
     score_tiles(ctx, work, None, Some(shipped), "scores-trained.csv")?;
 
+    super::demo_monitor::run(ctx, &section)?;
+
     section(
         "What you just saw, by chapter section",
         "Packaging a model: 1-3 (weights + exact preprocessing + golden outputs, signed, verified).\n\
          Pinning: Cargo.lock and rust-toolchain.toml pin Vigil; the manifest pins the engine and opset.\n\
          Registry and artifact storage: 4-6 (immutable versions, aliases, audit log).\n\
          Serving predictions: 7-8 (batch scoring; `vigil serve` is the real-time API).\n\
-         Training and evaluation: 9 (split by film, threshold for a recall target, report).",
+         Training and evaluation: 9 (split by film, threshold for a recall target, report).\n\
+         Monitoring: 10 (prediction log, live shares, drift windows, out-of-distribution flags).",
     );
 
     section(
         "Still to come in this demo",
-        "The real-time API, monitoring (metrics, drift, out-of-distribution flags, alerts),\n\
-         human review, retraining and shadow/canary rollout are the next stages of the loop;\n\
+        "Human review, retraining and shadow/canary rollout are the next stages of the loop;\n\
          they will appear here as they are built.",
     );
     Ok(())

@@ -5,11 +5,13 @@ pub mod audit;
 pub mod bundle;
 pub mod common;
 pub mod demo;
+mod demo_monitor;
 pub mod doctor;
 pub mod keys;
 pub mod models;
 pub mod score;
 pub mod serve;
+pub mod simulate;
 pub mod train;
 
 use crate::config::Config;

@@ -67,10 +67,21 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .thread_name("vigil-http")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(ctx, args))
+    rt.block_on(serve(ctx, args, Stop::default()))
 }
 
-async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// How an in-process server (the demo's) is told where it listens and when to stop; by
+/// default it stops on SIGTERM or Ctrl-C.
+#[derive(Default)]
+pub struct Stop {
+    /// Resolves when the server should shut down (instead of a signal).
+    pub when: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Receives the address once the server listens.
+    pub listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+}
+
+/// Serves until `stop` says so (or a signal, by default).
+pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result<ExitCode> {
     let s = &ctx.config.server;
     tracing::info!(config = ?s, "Server configuration.");
     let engine = ctx.config.engine();
@@ -155,6 +166,9 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // On stdout too, for scripts (and `--port 0`): the one line a caller needs.
     println!("listening on http://{local}");
     let _ = std::io::stdout().flush();
+    if let Some(tx) = stop.listening {
+        let _ = tx.send(local);
+    }
 
     // Load after listening, so /healthz answers at once and /readyz says what is loading.
     let loader = {
@@ -199,8 +213,12 @@ async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             vigil_server::promote::watch_production(state, registry, every, stop).await;
         })
     };
+    let when = stop.when;
     let shutdown = async move {
-        shutdown_signal().await;
+        match when {
+            Some(when) => when.await,
+            None => shutdown_signal().await,
+        }
         let _ = stop_tx.send(true);
     };
     vigil_server::serve(listener, state, shutdown)

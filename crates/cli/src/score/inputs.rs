@@ -117,6 +117,27 @@ fn manifest(csv_path: &Path) -> anyhow::Result<Vec<Input>> {
     Ok(out)
 }
 
+/// The `split` column of a CSV manifest, by the `path` as written (what [`Input::name`]
+/// holds). Errors when there is no `split` column.
+pub fn split_of(csv_path: &Path) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(csv_path)
+        .with_context(|| format!("cannot read {}", csv_path.display()))?;
+    let headers = reader.headers()?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let path_col =
+        col("path").with_context(|| format!("{}: no `path` column", csv_path.display()))?;
+    let split_col =
+        col("split").with_context(|| format!("{}: no `split` column", csv_path.display()))?;
+    let mut out = std::collections::HashMap::new();
+    for record in reader.records() {
+        let record = record?;
+        let path = record.get(path_col).unwrap_or("").trim().to_owned();
+        let split = record.get(split_col).unwrap_or("").trim().to_owned();
+        out.insert(path, split);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

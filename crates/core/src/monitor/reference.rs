@@ -141,6 +141,20 @@ impl Default for ReferenceConfig {
 }
 
 impl ReferenceConfig {
+    /// The default settings with the largest window `images` observations allow (each
+    /// reference needs four windows: two kept, two to calibrate): the default 200 when there
+    /// are enough, else a multiple of 25 down to 25; `None` below 100 images, too few to
+    /// calibrate anything.
+    pub fn for_images(images: usize) -> Option<ReferenceConfig> {
+        let default = ReferenceConfig::default();
+        let fit = (images / 4 / 25 * 25).min(default.window);
+        (fit >= 25).then(|| ReferenceConfig {
+            window: fit,
+            every: default.every.min(fit / 2).max(1),
+            ..default
+        })
+    }
+
     /// The fewest observations [`ReferenceProfile::build`] accepts: four windows (two kept
     /// as the reference sample, two to resample calibration windows from). Ten windows or
     /// more give steadier thresholds.
@@ -1177,6 +1191,19 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+#[cfg(test)]
+mod window_choice_tests {
+    use super::ReferenceConfig;
+
+    #[test]
+    fn the_window_shrinks_to_what_the_images_allow() {
+        assert_eq!(ReferenceConfig::for_images(5_000).map(|c| c.window), Some(200));
+        assert_eq!(ReferenceConfig::for_images(509).map(|c| (c.window, c.every)), Some((125, 50)));
+        assert_eq!(ReferenceConfig::for_images(120).map(|c| (c.window, c.every)), Some((25, 12)));
+        assert!(ReferenceConfig::for_images(99).is_none());
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! The demo's monitoring chapter: `vigil serve` in process on the shipped weld model, the
+//! validation tiles streamed to it as a line would send them, then the same tiles as a new
+//! detector and a new exposure would make them; the drift windows, out-of-distribution flags
+//! and the prediction log are read back through the API and the store.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use super::Context;
+use super::serve::{ServeArgs, Stop};
+use crate::simulate::Change;
+
+/// The repository's weld validation tiles (GDXray; see data/weld/README.md), when this
+/// binary runs from a checkout.
+fn validation_tiles() -> Option<Vec<PathBuf>> {
+    let candidates = [
+        PathBuf::from("data/weld"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weld"),
+    ];
+    let dir = candidates.iter().find(|d| d.join("manifest.csv").is_file())?;
+    let text = std::fs::read_to_string(dir.join("manifest.csv")).ok()?;
+    let tiles: Vec<PathBuf> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let (path, _, split) = (f.next()?, f.next()?, f.next()?);
+            (split == "val").then(|| dir.join(path))
+        })
+        .collect();
+    (!tiles.is_empty()).then_some(tiles)
+}
+
+/// What one phase of traffic showed.
+struct Phase {
+    sent: usize,
+    flagged_ood: Vec<String>,
+}
+
+/// Sends each tile (changed by `change`) to the server, `x-request-id` prefixed by `phase`.
+fn stream(
+    agent: &ureq::Agent,
+    base: &str,
+    tiles: &[Vec<u8>],
+    change: Option<Change>,
+    phase: &str,
+) -> anyhow::Result<Phase> {
+    let mut flagged_ood = Vec::new();
+    for (i, t) in tiles.iter().enumerate() {
+        let body = match change {
+            Some(c) => crate::simulate::apply(t, c, i as u64)?,
+            None => t.clone(),
+        };
+        let id = format!("{phase}-{i:04}");
+        let answer: Value = agent
+            .post(&format!("{base}/v1/models/weldnet/predict"))
+            .header("content-type", "image/png")
+            .header("x-request-id", &id)
+            .send(&body[..])
+            .context("the prediction request failed")?
+            .body_mut()
+            .read_json()?;
+        if answer["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "out_of_distribution"))
+        {
+            flagged_ood.push(id);
+        }
+    }
+    Ok(Phase {
+        sent: tiles.len(),
+        flagged_ood,
+    })
+}
+
+/// Prints the live picture and the latest drift window of the weld model.
+fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> {
+    let m: Value = agent
+        .get(&format!("{base}/v1/models/weldnet/monitoring?window={}", phase.sent))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    let live = &m["live"];
+    let shares: Vec<String> = live["class_shares"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| format!("{} {:.0}%", p[0].as_str().unwrap_or("?"), p[1].as_f64().unwrap_or(0.0) * 100.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "   {} tiles: {}; mean confidence {:.2}; flagged for review {:.0}%; out of distribution {:.0}%",
+        phase.sent,
+        shares.join(", "),
+        live["confidence_mean"].as_f64().unwrap_or(0.0),
+        live["flagged_share"].as_f64().unwrap_or(0.0) * 100.0,
+        live["ood_share"].as_f64().unwrap_or(0.0) * 100.0,
+    );
+    let Some(w) = m["latest_drift"].as_object() else {
+        println!("   no drift window evaluated yet");
+        return Ok(false);
+    };
+    let r = &w["report"];
+    let drift = r["drift"].as_bool().unwrap_or(false);
+    println!(
+        "   latest drift window ({} images): {}",
+        r["images"],
+        if drift { "DRIFT" } else { "no drift" }
+    );
+    println!("   \"{}\"", r["summary"].as_str().unwrap_or(""));
+    if drift && let Some(signals) = r["signals"].as_array() {
+        for s in signals.iter().filter(|s| s["drifted"] == true).take(5) {
+            println!(
+                "     {:<24} {:>9.4} over its threshold {:.4}  ({})",
+                s["name"].as_str().unwrap_or("?"),
+                s["statistic"].as_f64().unwrap_or(0.0),
+                s["threshold"].as_f64().unwrap_or(0.0),
+                s["description"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if !phase.flagged_ood.is_empty() {
+        println!(
+            "   flagged \"does not resemble the training images\": {} tiles, e.g. {}",
+            phase.flagged_ood.len(),
+            phase.flagged_ood.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(drift)
+}
+
+/// Runs the monitoring chapter against an in-process `vigil serve`.
+pub fn run(ctx: &Context, section: &dyn Fn(&str, &str)) -> anyhow::Result<()> {
+    let Some(paths) = validation_tiles() else {
+        section(
+            "10. Monitoring (skipped)",
+            "The weld validation tiles (data/weld in the repository) are not here; run the demo\n\
+             from a checkout to see drift detection on real films.",
+        );
+        return Ok(());
+    };
+    section(
+        "10. Monitoring: drift and out-of-distribution images (vigil serve)",
+        "The shipped model carries a reference profile: statistics of its validation films\n\
+         (brightness, contrast, sharpness, noise...), its own view of them (embeddings), its\n\
+         predictions, and alarm thresholds calibrated so in-distribution windows rarely alarm.\n\
+         The server compares every window of live images with it. We stream the 509 validation\n\
+         tiles, then the same tiles as a new detector and a new exposure would make them.",
+    );
+    let tiles: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let mut config = ctx.config.clone();
+    config.server.alias_poll_interval = Duration::ZERO;
+    config.monitoring.log.flush_interval = Duration::from_millis(200);
+    let server_ctx = Context {
+        config,
+        actor: ctx.actor.clone(),
+    };
+    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let server = scope.spawn(|| {
+            rt.block_on(super::serve::serve(
+                &server_ctx,
+                ServeArgs {
+                    port: Some(0),
+                    bind: Some([127, 0, 0, 1].into()),
+                },
+                Stop {
+                    when: Some(Box::pin(async move {
+                        let _ = stop_rx.await;
+                    })),
+                    listening: Some(addr_tx),
+                },
+            ))
+        });
+        let outcome = (|| -> anyhow::Result<()> {
+            let addr = addr_rx.blocking_recv().context("the server did not start")?;
+            let base = format!("http://{addr}");
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into();
+            for _ in 0..600 {
+                if agent.get(&format!("{base}/readyz")).call().is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("   serving on {base}; streaming the validation tiles (in distribution):");
+            let p = stream(&agent, &base, &tiles, None, "line")?;
+            show(&agent, &base, &p)?;
+            for (change, phase) in [(Change::NEW_DETECTOR, "detector"), (Change::NEW_EXPOSURE, "exposure")] {
+                println!("\n   now the same tiles through a {}:", change.describe());
+                let p = stream(&agent, &base, &tiles, Some(change), phase)?;
+                show(&agent, &base, &p)?;
+            }
+            // Let the log flush, then read it back.
+            std::thread::sleep(Duration::from_millis(600));
+            let id = "detector-0000";
+            let logged: Value = agent
+                .get(&format!("{base}/v1/predictions/{id}"))
+                .call()?
+                .body_mut()
+                .read_json()?;
+            println!(
+                "\n   every prediction is in the log; {id}: {} ({:.2}), flags {}, OOD distance {}, \
+                 sharpness {:.4}, served by {} {}",
+                logged["label"].as_str().unwrap_or("?"),
+                logged["confidence"].as_f64().unwrap_or(0.0),
+                logged["flags"],
+                logged["ood_distance"].as_f64().map_or("-".into(), |d| format!("{d:.1}")),
+                logged["stats"]["sharpness"].as_f64().unwrap_or(0.0),
+                logged["model"].as_str().unwrap_or("?"),
+                logged["version"].as_str().unwrap_or("?"),
+            );
+            let drift: Value = agent
+                .get(&format!("{base}/v1/models/weldnet/drift?limit=10000"))
+                .call()?
+                .body_mut()
+                .read_json()?;
+            let windows = drift["windows"].as_array().map_or(0, Vec::len);
+            let drifted = drift["windows"]
+                .as_array()
+                .map_or(0, |w| w.iter().filter(|w| w["drift"] == true).count());
+            println!(
+                "   {windows} drift windows were stored, {drifted} of them drifted \
+                 (GET /v1/models/weldnet/drift, and vigil_drift_* on /metrics)"
+            );
+            Ok(())
+        })();
+        let _ = stop_tx.send(());
+        let served = server.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))?;
+        outcome?;
+        served?;
+        Ok(())
+    });
+    result
+}

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod common;
 pub mod demo;
 pub mod doctor;
+pub mod drift;
 pub mod keys;
 pub mod models;
 pub mod score;

@@ -453,15 +453,11 @@ fn headline(overall: &WindowReport, current: &CurrentData, images: usize) -> Str
 
 /// What each signal is called for people.
 fn signal_name(name: &str) -> String {
-    if let Some(stat) = name.strip_prefix("stat.") {
-        if let Some(i) = STAT_NAMES.iter().position(|&s| s == stat) {
-            let short = STAT_SHORT[i];
-            let mut c = short.chars();
-            return match c.next() {
-                Some(f) => format!("{}{}", f.to_uppercase(), c.as_str()),
-                None => short.to_string(),
-            };
-        }
+    if let Some(i) = name
+        .strip_prefix("stat.")
+        .and_then(|stat| STAT_NAMES.iter().position(|&s| s == stat))
+    {
+        return capitalise(STAT_SHORT[i]);
     }
     match name {
         "embedding.mmd" => "What the model sees".into(),
@@ -722,11 +718,11 @@ fn stats_section(h: &mut String, r: &DriftReport) {
     h.push_str("<div class=\"plots\">\n");
     for (i, s) in r.stats.iter().enumerate() {
         let constant = |v: &[f64]| v.first().zip(v.last()).map(|(a, b)| a == b);
-        if let (Some(true), Some(true)) = (constant(&s.reference), constant(&s.current)) {
-            if s.reference.first() == s.current.first() {
-                fixed.push(format!("{} {}", s.label, short_number(s.reference[0])));
-                continue;
-            }
+        if let (Some(true), Some(true)) = (constant(&s.reference), constant(&s.current))
+            && s.reference.first() == s.current.first()
+        {
+            fixed.push(format!("{} {}", s.label, short_number(s.reference[0])));
+            continue;
         }
         let signal = r
             .overall
@@ -836,6 +832,9 @@ fn histogram_plot(s: &StatComparison) -> String {
     p.render()
 }
 
+/// A line of the timeline: its legend, colour, and which signals it takes the highest of.
+type SignalGroup = (&'static str, &'static str, fn(&str) -> bool);
+
 fn timeline_section(h: &mut String, r: &DriftReport) {
     h.push_str("<h2 id=\"timeline\">Drift over time</h2>\n");
     let (Some(first), Some(last)) = (r.timeline.first(), r.timeline.last()) else {
@@ -854,7 +853,7 @@ fn timeline_section(h: &mut String, r: &DriftReport) {
     let t0 = first.ended_at;
     let hours = |t: DateTime<Utc>| (t - t0).num_milliseconds() as f64 / 3_600_000.0;
     let span = hours(last.ended_at).max(1.0 / 60.0);
-    let groups: [(&str, &str, fn(&str) -> bool); 4] = [
+    let groups: [SignalGroup; 4] = [
         ("images", BLUE, |n| n.starts_with("stat.")),
         ("embedding", ORANGE, |n| n == "embedding.mmd"),
         ("classes", GREEN, |n| n == "predictions.classes"),

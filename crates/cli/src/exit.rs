@@ -57,6 +57,10 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             .is_some()
         {
             Some(ErrorKind::Unavailable)
+        } else if let Some(e) = cause.downcast_ref::<crate::cmd::drift::DriftCmdError>() {
+            Some(e.kind())
+        } else if let Some(e) = cause.downcast_ref::<vigil_core::monitor::MonitorError>() {
+            Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
             Some(e.kind())
         } else if cause

@@ -84,6 +84,10 @@ enum Command {
     /// The audit log: list entries and verify the hash chain.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Drift reports: current images (the prediction log, or a folder of new images) against
+    /// the model's reference images, as an HTML page and its JSON twin; exit 1 on drift.
+    #[command(subcommand)]
+    Drift(cmd::drift::DriftCommand),
     /// Walk through the whole loop on the shipped weld model, narrated for a trainee.
     Demo(cmd::demo::DemoArgs),
     /// Check the installation: configuration, data directory, database, engine.
@@ -130,6 +134,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Score(a) => cmd::score::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Train(a) => cmd::train::run(&ctx, *a),
+        Command::Drift(c) => cmd::drift::run(&ctx, c),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::SimulateDrift(a) => cmd::simulate::run(&ctx, &a),

@@ -7,6 +7,7 @@ pub mod common;
 pub mod demo;
 mod demo_monitor;
 pub mod doctor;
+pub mod drift;
 pub mod keys;
 pub mod models;
 pub mod score;

@@ -85,7 +85,7 @@ pub fn render_html(
     h
 }
 
-const CSS: &str = "<style>
+pub(crate) const CSS: &str = "<style>
 :root { color-scheme: light; }
 body { margin: 0; background: #f8fafc; color: #111827;
   font: 14px/1.5 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; }

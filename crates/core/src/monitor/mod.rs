@@ -19,6 +19,7 @@ use crate::drift::DriftError;
 
 pub mod alert;
 pub mod reference;
+pub mod report;
 pub mod stats;
 #[cfg(test)]
 mod synthetic;
@@ -28,6 +29,7 @@ pub use reference::{
     DriftSettings, EmbeddingProfile, OodScorer, PredictionProfile, REFERENCE_FILE, ReferenceConfig,
     ReferenceProfile, SignalThreshold, StatSample,
 };
+pub use report::{DriftReport, render_html as render_drift_html};
 pub use stats::{ImageStats, STAT_DESCRIPTIONS, STAT_NAMES};
 pub use window::{SignalResult, WindowReport, evaluate};
 

@@ -21,7 +21,7 @@ const MMD_PERMUTATIONS: usize = 100;
 
 /// Short names of the statistics for the summary, in the order of
 /// [`super::STAT_NAMES`].
-const STAT_SHORT: [&str; 9] = [
+pub(crate) const STAT_SHORT: [&str; 9] = [
     "brightness",
     "contrast",
     "dynamic range",
@@ -34,7 +34,7 @@ const STAT_SHORT: [&str; 9] = [
 ];
 
 /// How images differ when a statistic is higher / lower than in the reference.
-const STAT_WORDS: [(&str, &str); 9] = [
+pub(crate) const STAT_WORDS: [(&str, &str); 9] = [
     ("brighter", "darker"),
     ("higher in contrast", "lower in contrast"),
     ("wider in grey range", "narrower in grey range"),
@@ -317,7 +317,7 @@ fn ood_share(window: &[Observation]) -> Option<f64> {
 }
 
 /// One plain-English sentence about the window.
-fn summarise(
+pub(crate) fn summarise(
     reference: &ReferenceProfile,
     signals: &[SignalResult],
     class_shares: &[f64],

@@ -1,0 +1,221 @@
+//! `vigil drift report`: the real weld model with a reference built from the real validation
+//! tiles; the same kind of tiles give no drift (exit 0), brightened and blurred ones give
+//! drift (exit 1) named in plain words, a bundle without a reference is refused (exit 5).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use vigil_core::bundle::{
+    self, Bundle, BundleWriter, MANIFEST_FILE, REFERENCE_FILE, SIGNATURE_FILE,
+};
+use vigil_core::monitor::{Observation, ReferenceConfig, ReferenceProfile};
+use vigil_engine::preprocess::{Limits, Pipeline};
+
+use crate::common::Env;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The validation tiles, film by film (sorted by file name across both class folders, so
+/// that the tiles of one film are adjacent, as acquired).
+fn val_tiles() -> Vec<PathBuf> {
+    let mut tiles: Vec<PathBuf> = ["defect", "no_defect"]
+        .iter()
+        .flat_map(|c| {
+            std::fs::read_dir(repo().join("data/weld/val").join(c))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+        })
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    tiles.sort_by_key(|p| p.file_name().unwrap().to_owned());
+    tiles
+}
+
+/// `n` of the validation tiles, evenly spread.
+fn some_tiles(n: usize) -> Vec<PathBuf> {
+    let all = val_tiles();
+    (0..n).map(|k| all[k * all.len() / n].clone()).collect()
+}
+
+/// The shipped bundle unpacked, and the same bundle with a reference profile of the
+/// validation tiles (windows of 50), built once per test binary.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    plain: PathBuf,
+    with_reference: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("weldnet");
+        std::fs::create_dir(&plain).unwrap();
+        bundle::unpack(&repo().join("models/weldnet.tar"), &plain).unwrap();
+        let b = Bundle::open(&plain).unwrap();
+        let manifest = b.manifest().clone();
+        let model = b.read_file(vigil_core::bundle::MODEL_FILE).unwrap();
+        let mut backend =
+            vigil_engine::load(&model, &manifest, &vigil_engine::EngineConfig::default()).unwrap();
+        let pipeline = Pipeline::new(&manifest, Limits::default()).observing();
+        let observations: Vec<Observation> = val_tiles()
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).unwrap();
+                vigil_engine::observe::observe(&manifest, &pipeline, backend.as_mut(), &bytes, 16)
+                    .unwrap()
+            })
+            .collect();
+        let labels: Vec<String> = manifest
+            .model
+            .labels
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        let cfg = ReferenceConfig {
+            window: 50,
+            every: 10,
+            alpha: 0.01,
+            block_length: 10,
+            calibration_windows: 1000,
+            validation_windows: 200,
+            embedding_sample: 300,
+            mmd_vectors: 150,
+            seed: 7,
+            ..ReferenceConfig::default()
+        };
+        let profile =
+            ReferenceProfile::build(&observations, &labels, "data/weld/val (test)", &cfg).unwrap();
+        let mut writer = BundleWriter::new(manifest);
+        for rel in bundle::list_files(&plain).unwrap() {
+            if rel != MANIFEST_FILE && rel != SIGNATURE_FILE {
+                writer.add_file(&rel, b.read_file(&rel).unwrap()).unwrap();
+            }
+        }
+        writer
+            .add_file(REFERENCE_FILE, profile.to_json().unwrap())
+            .unwrap();
+        let with_reference = dir.path().join("weldnet-ref");
+        writer.write(&with_reference).unwrap();
+        Fixture {
+            _dir: dir,
+            plain,
+            with_reference,
+        }
+    })
+}
+
+fn args<'a>(bundle: &'a Path, out: &'a Path, inputs: &'a [PathBuf]) -> Vec<&'a str> {
+    let mut a = vec![
+        "drift",
+        "report",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--input",
+    ];
+    a.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    a
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn tiles_like_the_validation_set_show_no_drift() {
+    let f = fixture();
+    let env = Env::new();
+    let out = env.path("report/drift.html");
+    let tiles = some_tiles(150);
+    env.run(&args(&f.with_reference, &out, &tiles))
+        .ok()
+        .says("No drift")
+        .says("drift.json");
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("How to read this"));
+    assert!(!page.contains("<script"));
+    let v = json(&env.path("report/drift.json"));
+    assert_eq!(v["overall"]["drift"], false, "{}", v["overall"]["summary"]);
+    assert_eq!(v["images"], 150);
+    assert_eq!(v["current"]["kind"], "folder");
+    assert_eq!(v["ood"]["scored"], 150);
+    assert_eq!(v["timeline"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn brightened_and_blurred_tiles_drift_and_exit_1() {
+    let f = fixture();
+    let env = Env::new();
+    let folder = env.path("new-films");
+    std::fs::create_dir(&folder).unwrap();
+    for p in some_tiles(150) {
+        let img = image::open(&p).unwrap().to_luma8();
+        let mut img = image::imageops::blur(&img, 1.5);
+        for px in img.pixels_mut() {
+            px.0[0] = (f32::from(px.0[0]) * 1.4).min(255.0) as u8;
+        }
+        img.save(folder.join(p.file_name().unwrap())).unwrap();
+    }
+    // An unreadable file is skipped with a warning, not fatal.
+    std::fs::write(folder.join("broken.png"), b"not a png").unwrap();
+    let out = env.path("drift.html");
+    let run = env
+        .run(&args(&f.with_reference, &out, &[folder]))
+        .code(1)
+        .says("Drift:")
+        .says("broken.png");
+    assert!(run.stdout.contains("blurrier"), "{}", run.stdout);
+    let v = json(&env.path("drift.json"));
+    assert_eq!(v["overall"]["drift"], true);
+    let drifted: Vec<&str> = v["overall"]["drifted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(drifted.contains(&"stat.sharpness"), "{drifted:?}");
+    // The tiles are bright already: ×1.4 mostly clips them (saturated), the mean moves
+    // less than from film to film.
+    assert!(drifted.contains(&"stat.saturated"), "{drifted:?}");
+    assert_eq!(v["current"]["images"], 151);
+    assert_eq!(v["current"]["skipped"], 1);
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(page.contains("verdict drift"));
+}
+
+#[test]
+fn a_bundle_without_a_reference_is_refused_with_how_to_add_one() {
+    let f = fixture();
+    let env = Env::new();
+    let out = env.path("drift.html");
+    env.run(&args(&f.plain, &out, &some_tiles(3)))
+        .code(5)
+        .says("no reference profile")
+        .says("vigil bundle create --reference");
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_empty_prediction_log_is_a_clear_error() {
+    let f = fixture();
+    let env = Env::new();
+    let out = env.path("drift.html");
+    env.run(&[
+        "drift",
+        "report",
+        "--bundle",
+        f.with_reference.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--since",
+        "2h",
+    ])
+    .code(3)
+    .says("no predictions of weldnet 1.0.0 were logged");
+    assert!(!out.exists());
+}

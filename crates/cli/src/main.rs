@@ -94,10 +94,6 @@ enum Command {
     Doctor,
     /// Print the effective configuration (all layers applied) as TOML.
     Config,
-    /// Measure a bundle's drift monitoring on real images: false alarms per 10,000
-    /// in-distribution images and images until a simulated detector or exposure change is
-    /// noticed.
-    SimulateDrift(cmd::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -137,7 +133,6 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Drift(c) => cmd::drift::run(&ctx, c),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Doctor => cmd::doctor::run(&ctx),
-        Command::SimulateDrift(a) => cmd::simulate::run(&ctx, &a),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&ctx.config)?);
             Ok(ExitCode::SUCCESS)
@@ -149,7 +144,8 @@ fn init_logging(config: &Config, verbose: u8, quiet: bool, warn_only: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error".to_owned(),
-        (false, 0) if warn_only => "warn".to_owned(),
+        // The demo narrates drift itself; the runtime's drift warnings would repeat it.
+        (false, 0) if warn_only => "warn,vigil_runtime::monitor=error".to_owned(),
         (false, 0) => config.log.level.clone(),
         (false, 1) => "debug".to_owned(),
         (false, _) => "trace".to_owned(),

@@ -441,7 +441,7 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
     println!("   the same six tiles, scored by the trained model:");
     score_tiles(ctx, work, None, Some(shipped), "scores-trained.csv")?;
 
-    super::demo_monitor::run(ctx, &section)?;
+    super::demo_monitor::run(ctx, work, &section)?;
 
     section(
         "What you just saw, by chapter section",

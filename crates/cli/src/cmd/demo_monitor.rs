@@ -134,7 +134,7 @@ fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> 
 }
 
 /// Runs the monitoring chapter against an in-process `vigil serve`.
-pub fn run(ctx: &Context, section: &dyn Fn(&str, &str)) -> anyhow::Result<()> {
+pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::Result<()> {
     let Some(paths) = validation_tiles() else {
         section(
             "10. Monitoring (skipped)",
@@ -149,7 +149,8 @@ pub fn run(ctx: &Context, section: &dyn Fn(&str, &str)) -> anyhow::Result<()> {
          (brightness, contrast, sharpness, noise...), its own view of them (embeddings), its\n\
          predictions, and alarm thresholds calibrated so in-distribution windows rarely alarm.\n\
          The server compares every window of live images with it. We stream the 509 validation\n\
-         tiles, then the same tiles as a new detector and a new exposure would make them.",
+         tiles, then the same tiles as a new detector and a new exposure would make them.\n\
+         (Its own data folder, so it serves the trained weld model of section 9.)",
     );
     let tiles: Vec<Vec<u8>> = paths
         .iter()
@@ -161,6 +162,9 @@ pub fn run(ctx: &Context, section: &dyn Fn(&str, &str)) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let mut config = ctx.config.clone();
+    // A data directory of its own: no registry model has a `production` alias there, so the
+    // server serves the trained weld model this build ships (with its reference profile).
+    config.store.data_dir = work.join("monitoring");
     config.server.alias_poll_interval = Duration::ZERO;
     config.monitoring.log.flush_interval = Duration::from_millis(200);
     let server_ctx = Context {

@@ -46,6 +46,14 @@ pub enum DriftCommand {
     /// problem); the page says which signals and how the images differ. Other codes: see
     /// `vigil --help`.
     Report(ReportArgs),
+    /// Measure the bundle's drift monitoring on real images before go-live: false alarms
+    /// per 10,000 in-distribution images (resampled in runs, as correlated as a real line)
+    /// and how many images it takes to notice a simulated new detector (blur, noise, gain)
+    /// and a simulated exposure change. Windows are evaluated exactly as `vigil serve` does.
+    ///
+    /// Example: vigil drift simulate --bundle models/weldnet.tar
+    /// --data data/weld/manifest.csv --split val --json efficacy.json
+    Simulate(super::simulate::SimulateArgs),
 }
 
 /// Arguments of `vigil drift report`.
@@ -144,6 +152,7 @@ impl DriftCmdError {
 pub fn run(ctx: &Context, cmd: DriftCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DriftCommand::Report(a) => report(ctx, a),
+        DriftCommand::Simulate(a) => super::simulate::run(ctx, &a),
     }
 }
 

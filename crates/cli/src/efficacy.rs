@@ -122,7 +122,11 @@ pub fn false_alarms(
     progress: &dyn Fn(usize, usize),
 ) -> anyhow::Result<FalseAlarms> {
     let (w, every) = (reference.drift.window, reference.drift.every.max(1));
-    anyhow::ensure!(pool.len() >= w, "{} images are fewer than one window ({w})", pool.len());
+    anyhow::ensure!(
+        pool.len() >= w,
+        "{} images are fewer than one window ({w})",
+        pool.len()
+    );
     let mut rng = Rng(seed);
     let stream = block_stream(pool, images, block, &mut rng);
     let (mut evaluations, mut alarming, mut alerts, mut in_alert) = (0, 0, 0, false);
@@ -174,7 +178,11 @@ pub fn detection(
         // Evaluations continue the in-distribution cadence: every `every` images.
         let mut end = w + every;
         while end <= stream.len() {
-            let r = evaluate(reference, &stream[end - w..end], seed ^ (t * 7919 + end) as u64)?;
+            let r = evaluate(
+                reference,
+                &stream[end - w..end],
+                seed ^ (t * 7919 + end) as u64,
+            )?;
             if r.drift {
                 found.push(end - w);
                 first_signals.extend(r.drifted.iter().cloned());

@@ -7,8 +7,8 @@ mod config;
 mod efficacy;
 mod exit;
 mod output;
-mod score;
 mod reference;
+mod score;
 mod simulate;
 
 use std::path::PathBuf;

@@ -48,10 +48,8 @@ pub fn build(
     let pipeline = Pipeline::new(manifest, Limits::default()).observing();
     let bar = ProgressBar::new(images.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "reference {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("reference {bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut observations: Vec<Observation> = Vec::with_capacity(images.len());
     let mut skipped = 0usize;

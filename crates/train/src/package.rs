@@ -232,7 +232,12 @@ fn reference(
         .iter()
         .map(|s| vigil_engine::observe::observe(manifest, &pipeline, backend, &s.bytes, 64))
         .collect::<vigil_engine::Result<Vec<_>>>()?;
-    let labels: Vec<String> = manifest.model.labels.iter().map(ToString::to_string).collect();
+    let labels: Vec<String> = manifest
+        .model
+        .labels
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let source = format!(
         "validation split of {} ({} images)",
         data.source.display(),

@@ -572,7 +572,9 @@ fn rebuild_reference(ctx: &Context, args: &ReferenceArgs) -> anyhow::Result<Bund
     )?
     .context("no reference data given")?;
     if b.signature()?.is_some() {
-        tracing::warn!("The new bundle is not signed: its identity changed; sign it again with `vigil bundle sign`.");
+        tracing::warn!(
+            "The new bundle is not signed: its identity changed; sign it again with `vigil bundle sign`."
+        );
     }
     let mut writer = BundleWriter::new(b.manifest().clone());
     for (path, content) in files {

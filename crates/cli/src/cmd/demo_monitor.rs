@@ -20,7 +20,9 @@ fn validation_tiles() -> Option<Vec<PathBuf>> {
         PathBuf::from("data/weld"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weld"),
     ];
-    let dir = candidates.iter().find(|d| d.join("manifest.csv").is_file())?;
+    let dir = candidates
+        .iter()
+        .find(|d| d.join("manifest.csv").is_file())?;
     let text = std::fs::read_to_string(dir.join("manifest.csv")).ok()?;
     let tiles: Vec<PathBuf> = text
         .lines()
@@ -79,7 +81,10 @@ fn stream(
 /// Prints the live picture and the latest drift window of the weld model.
 fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> {
     let m: Value = agent
-        .get(&format!("{base}/v1/models/weldnet/monitoring?window={}", phase.sent))
+        .get(&format!(
+            "{base}/v1/models/weldnet/monitoring?window={}",
+            phase.sent
+        ))
         .call()?
         .body_mut()
         .read_json()?;
@@ -88,7 +93,13 @@ fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> 
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|p| format!("{} {:.0}%", p[0].as_str().unwrap_or("?"), p[1].as_f64().unwrap_or(0.0) * 100.0))
+                .map(|p| {
+                    format!(
+                        "{} {:.0}%",
+                        p[0].as_str().unwrap_or("?"),
+                        p[1].as_f64().unwrap_or(0.0) * 100.0
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -127,7 +138,13 @@ fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> 
         println!(
             "   flagged \"does not resemble the training images\": {} tiles, e.g. {}",
             phase.flagged_ood.len(),
-            phase.flagged_ood.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            phase
+                .flagged_ood
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(drift)
@@ -188,7 +205,9 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
             ))
         });
         let outcome = (|| -> anyhow::Result<()> {
-            let addr = addr_rx.blocking_recv().context("the server did not start")?;
+            let addr = addr_rx
+                .blocking_recv()
+                .context("the server did not start")?;
             let base = format!("http://{addr}");
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(30)))
@@ -203,7 +222,10 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
             println!("   serving on {base}; streaming the validation tiles (in distribution):");
             let p = stream(&agent, &base, &tiles, None, "line")?;
             show(&agent, &base, &p)?;
-            for (change, phase) in [(Change::NEW_DETECTOR, "detector"), (Change::NEW_EXPOSURE, "exposure")] {
+            for (change, phase) in [
+                (Change::NEW_DETECTOR, "detector"),
+                (Change::NEW_EXPOSURE, "exposure"),
+            ] {
                 println!("\n   now the same tiles through a {}:", change.describe());
                 let p = stream(&agent, &base, &tiles, Some(change), phase)?;
                 show(&agent, &base, &p)?;
@@ -222,7 +244,9 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
                 logged["label"].as_str().unwrap_or("?"),
                 logged["confidence"].as_f64().unwrap_or(0.0),
                 logged["flags"],
-                logged["ood_distance"].as_f64().map_or("-".into(), |d| format!("{d:.1}")),
+                logged["ood_distance"]
+                    .as_f64()
+                    .map_or("-".into(), |d| format!("{d:.1}")),
                 logged["stats"]["sharpness"].as_f64().unwrap_or(0.0),
                 logged["model"].as_str().unwrap_or("?"),
                 logged["version"].as_str().unwrap_or("?"),
@@ -243,7 +267,9 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
             Ok(())
         })();
         let _ = stop_tx.send(());
-        let served = server.join().map_err(|_| anyhow::anyhow!("the server thread panicked"))?;
+        let served = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?;
         outcome?;
         served?;
         Ok(())

@@ -95,27 +95,28 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<_>>()?;
     let mut backend = vigil_engine::load(model, manifest, &ctx.config.engine())?;
     let pipeline = Pipeline::new(manifest, Limits::default()).observing();
-    let mut observe_all = |label: &str, change: Option<Change>| -> anyhow::Result<Vec<Observation>> {
-        let bar = bar(bytes.len(), label);
-        let mut out = Vec::with_capacity(bytes.len());
-        for (i, img) in bytes.iter().enumerate() {
-            bar.inc(1);
-            let img = match change {
-                Some(c) => crate::simulate::apply(img, c, args.seed.wrapping_add(i as u64))?,
-                None => img.clone(),
-            };
-            out.push(vigil_engine::observe::observe(
-                manifest,
-                &pipeline,
-                backend.as_mut(),
-                &img,
-                16,
-            )?);
-        }
-        bar.finish_and_clear();
-        efficacy::score_ood(&reference, &mut out)?;
-        Ok(out)
-    };
+    let mut observe_all =
+        |label: &str, change: Option<Change>| -> anyhow::Result<Vec<Observation>> {
+            let bar = bar(bytes.len(), label);
+            let mut out = Vec::with_capacity(bytes.len());
+            for (i, img) in bytes.iter().enumerate() {
+                bar.inc(1);
+                let img = match change {
+                    Some(c) => crate::simulate::apply(img, c, args.seed.wrapping_add(i as u64))?,
+                    None => img.clone(),
+                };
+                out.push(vigil_engine::observe::observe(
+                    manifest,
+                    &pipeline,
+                    backend.as_mut(),
+                    &img,
+                    16,
+                )?);
+            }
+            bar.finish_and_clear();
+            efficacy::score_ood(&reference, &mut out)?;
+            Ok(out)
+        };
     let pool = observe_all("in-distribution", None)?;
     let changes = [Change::NEW_DETECTOR, Change::NEW_EXPOSURE];
     let changed: Vec<(Change, Vec<Observation>)> = changes
@@ -172,8 +173,10 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
 fn bar(n: usize, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{label:>16} {{bar:30}} {{pos}}/{{len}}  eta {{eta}}"))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!(
+            "{label:>16} {{bar:30}} {{pos}}/{{len}}  eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
@@ -206,7 +209,10 @@ fn print_results(r: &Results) {
         }
     );
     if let Some(s) = fa.ood_share {
-        println!("  out-of-distribution share of in-distribution images: {:.1}%", s * 100.0);
+        println!(
+            "  out-of-distribution share of in-distribution images: {:.1}%",
+            s * 100.0
+        );
     }
     for d in &r.detections {
         println!(
@@ -216,15 +222,18 @@ fn print_results(r: &Results) {
             d.trials,
             d.images_to_alarm_median
                 .map_or("-".to_owned(), |n| n.to_string()),
-            d.images_to_alarm_max.map_or("-".to_owned(), |n| n.to_string()),
+            d.images_to_alarm_max
+                .map_or("-".to_owned(), |n| n.to_string()),
             d.signals
                 .iter()
                 .take(4)
                 .map(|(s, n)| format!("{s} ×{n}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            d.ood_share
-                .map_or(String::new(), |s| format!("; {:.1}% flagged out of distribution", s * 100.0))
+            d.ood_share.map_or(String::new(), |s| format!(
+                "; {:.1}% flagged out of distribution",
+                s * 100.0
+            ))
         );
     }
 }

@@ -1199,9 +1199,18 @@ mod window_choice_tests {
 
     #[test]
     fn the_window_shrinks_to_what_the_images_allow() {
-        assert_eq!(ReferenceConfig::for_images(5_000).map(|c| c.window), Some(200));
-        assert_eq!(ReferenceConfig::for_images(509).map(|c| (c.window, c.every)), Some((125, 50)));
-        assert_eq!(ReferenceConfig::for_images(120).map(|c| (c.window, c.every)), Some((25, 12)));
+        assert_eq!(
+            ReferenceConfig::for_images(5_000).map(|c| c.window),
+            Some(200)
+        );
+        assert_eq!(
+            ReferenceConfig::for_images(509).map(|c| (c.window, c.every)),
+            Some((125, 50))
+        );
+        assert_eq!(
+            ReferenceConfig::for_images(120).map(|c| (c.window, c.every)),
+            Some((25, 12))
+        );
         assert!(ReferenceConfig::for_images(99).is_none());
     }
 }

@@ -82,6 +82,9 @@ enum Command {
     /// The audit log: list entries and verify the hash chain.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Alert rules as Prometheus rules, and the stored alert history.
+    #[command(subcommand)]
+    Alerts(cmd::alerts::AlertsCommand),
     /// Walk through the whole loop on the shipped weld model, narrated for a trainee.
     Demo(cmd::demo::DemoArgs),
     /// Check the installation: configuration, data directory, database, engine.
@@ -121,6 +124,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
+        Command::Alerts(c) => cmd::alerts::run(&ctx, c),
         Command::Score(a) => cmd::score::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Train(a) => cmd::train::run(&ctx, *a),

@@ -88,6 +88,9 @@ enum Command {
     /// the model's reference images, as an HTML page and its JSON twin; exit 1 on drift.
     #[command(subcommand)]
     Drift(cmd::drift::DriftCommand),
+    /// Alert rules as Prometheus rules, and the stored alert history.
+    #[command(subcommand)]
+    Alerts(cmd::alerts::AlertsCommand),
     /// Walk through the whole loop on the shipped weld model, narrated for a trainee.
     Demo(cmd::demo::DemoArgs),
     /// Check the installation: configuration, data directory, database, engine.
@@ -127,6 +130,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
+        Command::Alerts(c) => cmd::alerts::run(&ctx, c),
         Command::Score(a) => cmd::score::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Train(a) => cmd::train::run(&ctx, *a),

@@ -17,6 +17,9 @@
 //! - [`request_id`]: the middleware that gives every request an id and logs internal errors.
 //! - [`alerting`]: the alert rules evaluated on a timer, notifications delivered to webhooks
 //!   (JSON or Slack-compatible), with retries, never in the way of serving.
+//! - [`alert_source`]: the rules' values from the live runtime ([`alert_source::LiveSignals`])
+//!   and the notification history in the store ([`alert_source::StoreHistory`]).
+//! - `routes::alerts`: `GET /v1/alerts`, active alerts, recent notifications and the history.
 //!
 //! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
 //! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
@@ -24,6 +27,7 @@
 //! is handed ([`AppState::with_registry`]), for alias moves; nor decode images itself (the
 //! runtime's preprocess pool does).
 
+pub mod alert_source;
 pub mod alerting;
 pub mod error;
 pub mod monitoring;
@@ -104,6 +108,7 @@ pub struct AppState {
     registry: Option<Arc<dyn vigil_store::Registry>>,
     monitor_store: Option<Arc<dyn vigil_store::MonitorStore>>,
     log: Option<vigil_runtime::PredictionLog>,
+    alerting: Option<alerting::AlertingHandle>,
     bundle_check: promote::BundleCheck,
     /// Held by each promotion, so deployments change one at a time.
     promotions: Arc<tokio::sync::Mutex<()>>,
@@ -120,6 +125,7 @@ impl AppState {
             registry: None,
             monitor_store: None,
             log: None,
+            alerting: None,
             bundle_check: promote::BundleCheck::basic(),
             promotions: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -143,6 +149,19 @@ impl AppState {
         self.monitor_store = Some(store);
         self.log = Some(log);
         self
+    }
+
+    /// The running alerting, whose active alerts and recent notifications `GET /v1/alerts`
+    /// shows.
+    #[must_use]
+    pub fn with_alerting(mut self, handle: alerting::AlertingHandle) -> AppState {
+        self.alerting = Some(handle);
+        self
+    }
+
+    /// The running alerting, if the server evaluates alert rules.
+    pub fn alerting(&self) -> Option<&alerting::AlertingHandle> {
+        self.alerting.as_ref()
     }
 
     /// The prediction log, if the server keeps one.

@@ -1,6 +1,7 @@
 //! One module per command group. Each parses its own arguments and calls into the library
 //! crates; shared steps (verifying a bundle, opening the registry) live in [`common`].
 
+pub mod alerts;
 pub mod audit;
 pub mod bundle;
 pub mod common;

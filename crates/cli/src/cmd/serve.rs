@@ -10,6 +10,12 @@
 //! checked beside the old one, then swapped in (`vigil_server::promote`). Both check a
 //! stored bundle as start-up does (files, signature policy, engine requirements).
 //!
+//! When `[alerts]` has rules, they are checked at start (a bad rule or webhook is a
+//! configuration error, exit 5) and evaluated every `alerts.interval` over the live runtime
+//! (`vigil_server::alert_source::LiveSignals`); notifications go to the webhooks and into the
+//! store's alert history (`GET /v1/alerts`, `vigil alerts list`). Alerting stops with the
+//! server.
+//!
 //! The HTTP routes live in `vigil-server`; this module only wires configuration, registry
 //! and signals to it.
 
@@ -22,6 +28,7 @@ use anyhow::Context as _;
 use vigil_core::bundle::{Bundle, Manifest};
 use vigil_core::types::{AliasName, Sha256Digest};
 use vigil_runtime::{BatchConfig, BundleFiles, DeployConfig, Infer, InferConfig};
+use vigil_server::alert_source::{LiveSignals, StoreHistory};
 use vigil_server::promote::BundleCheck;
 use vigil_server::{AppState, HttpLimits, ModelStatus};
 
@@ -84,6 +91,7 @@ pub struct Stop {
 pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result<ExitCode> {
     let s = &ctx.config.server;
     tracing::info!(config = ?s, "Server configuration.");
+    let alerting = alerting(ctx)?;
     let engine = ctx.config.engine();
     tracing::info!(
         kind = ?engine.kind,
@@ -133,9 +141,35 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     )
     .with_registry(registry.clone())
     .with_bundle_check(bundle_check(ctx)?);
+    let alert_store = match (&alerting, &log_store) {
+        (None, _) => None,
+        (Some(_), Some((store, _))) => Some(store.clone()),
+        (Some(_), None) => Some(open_monitor_store(ctx).await?),
+    };
     let state = match log_store {
         Some((store, log)) => state.with_monitoring(store, log),
         None => state,
+    };
+    let alert_stop = tokio_util::sync::CancellationToken::new();
+    let (state, alert_task) = match alerting {
+        Some(alerting) => {
+            let handle = alerting.handle();
+            let source = Arc::new(LiveSignals::new(
+                state.infer().clone(),
+                &ctx.config.alerts.rules,
+            ));
+            let history = alert_store.map(|store| {
+                Arc::new(StoreHistory(store)) as Arc<dyn vigil_server::alerting::AlertHistory>
+            });
+            let task = vigil_server::alerting::spawn_alerting(
+                alerting,
+                source,
+                history,
+                alert_stop.clone(),
+            );
+            (state.with_alerting(handle), Some(task))
+        }
+        None => (state, None),
     };
 
     let mut bundles = production_bundles(ctx, registry.as_ref(), &state).await?;
@@ -227,8 +261,39 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     loader_abort.abort();
     watcher.abort();
     let _ = watcher.await;
+    alert_stop.cancel();
+    if let Some(task) = alert_task {
+        let _ = task.await;
+    }
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[alerts]` section checked and built, when it has rules; a bad rule or webhook is a
+/// configuration error.
+fn alerting(ctx: &Context) -> anyhow::Result<Option<vigil_server::alerting::Alerting>> {
+    let a = &ctx.config.alerts;
+    let built = a
+        .build()
+        .map_err(|e| ConfigError::Invalid(format!("[alerts]: {e}")))?;
+    if a.rules.is_empty() {
+        if !a.webhooks.is_empty() {
+            tracing::warn!(
+                webhooks = a.webhooks.len(),
+                "[alerts] has webhooks but no rules: alerting is off."
+            );
+        }
+        return Ok(None);
+    }
+    let names: Vec<&str> = a.rules.iter().map(|r| r.name.as_str()).collect();
+    tracing::info!(
+        rules = a.rules.len(),
+        webhooks = a.webhooks.len(),
+        interval = %humantime::format_duration(a.interval),
+        names = ?names,
+        "Alert rules loaded."
+    );
+    Ok(Some(built))
 }
 
 /// Deletes predictions older than `retention` at start and every hour ("0s" keeps all).

@@ -2,6 +2,7 @@
 //! data directory and checks exit codes, output and what changed on disk.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod audit;
 mod bundle;
 mod common;

@@ -4,6 +4,7 @@
 //! OpenAPI test read) and shared lookups live here.
 
 pub mod admin;
+pub mod alerts;
 pub mod monitor;
 pub mod multipart;
 pub mod ops;
@@ -92,6 +93,7 @@ pub fn table() -> Vec<Route> {
         route(Get, "/v1/models/{name}/monitoring", monitor::monitoring),
         route(Get, "/v1/models/{name}/drift", monitor::drift),
         route(Get, "/v1/predictions/{request_id}", monitor::prediction),
+        route(Get, "/v1/alerts", alerts::alerts),
         route(Get, "/v2", v2::server_metadata),
         route(Get, "/v2/health/live", v2::live),
         route(Get, "/v2/health/ready", v2::ready),

@@ -3,6 +3,7 @@
 //! on ONNX Runtime. Every refusal is checked for its status and its JSON body.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod common;
 mod logs;
 mod metrics_format;

@@ -36,6 +36,63 @@ fn validation_tiles() -> Option<Vec<PathBuf>> {
     (!tiles.is_empty()).then_some(tiles)
 }
 
+/// A local webhook receiver (what a plant's alerting endpoint or Slack would be): keeps
+/// every JSON body it is sent.
+fn webhook_receiver() -> anyhow::Result<(std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then the body by Content-Length.
+            let body = loop {
+                let Ok(n) = stream.read(&mut chunk) else { break None };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(buf[end + 4..end + 4 + len].to_vec());
+                    }
+                }
+            };
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if let Some(v) = body.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+            }
+        }
+    });
+    Ok((addr, got))
+}
+
+/// Prints the webhook notifications received since `seen`.
+fn print_alerts(got: &std::sync::Mutex<Vec<Value>>, seen: &mut usize) {
+    let all = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for n in all.iter().skip(*seen) {
+        println!(
+            "   ALERT {} ({}) to the webhook: {}",
+            n["state"].as_str().unwrap_or("?").to_uppercase(),
+            n["severity"].as_str().unwrap_or("?"),
+            n["message"].as_str().unwrap_or("")
+        );
+    }
+    *seen = all.len();
+}
+
 /// What one phase of traffic showed.
 struct Phase {
     sent: usize,
@@ -184,6 +241,23 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
     config.store.data_dir = work.join("monitoring");
     config.server.alias_poll_interval = Duration::ZERO;
     config.monitoring.log.flush_interval = Duration::from_millis(200);
+    let (hook, received) = webhook_receiver()?;
+    config.alerts = toml::from_str(&format!(
+        r#"
+interval = "250ms"
+[[rules]]
+name = "weld_drift"
+signal = "drift"
+comparison = ">="
+threshold = 1.0
+severity = "critical"
+description = "The films no longer look like the validation films: check the detector, exposure and digitiser."
+[[webhooks]]
+url = "http://{hook}/vigil"
+format = "json"
+"#
+    ))
+    .context("the demo's alert rule")?;
     let server_ctx = Context {
         config,
         actor: ctx.actor.clone(),
@@ -219,9 +293,16 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            println!("   serving on {base}; streaming the validation tiles (in distribution):");
+            println!(
+                "   serving on {base}, with one alert rule (weld_drift: the latest drift window \
+                 drifted) and a webhook at http://{hook}/vigil;\n   streaming the validation \
+                 tiles (in distribution):"
+            );
+            let mut seen = 0;
             let p = stream(&agent, &base, &tiles, None, "line")?;
             show(&agent, &base, &p)?;
+            std::thread::sleep(Duration::from_millis(600));
+            print_alerts(&received, &mut seen);
             for (change, phase) in [
                 (Change::NEW_DETECTOR, "detector"),
                 (Change::NEW_EXPOSURE, "exposure"),
@@ -229,6 +310,8 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
                 println!("\n   now the same tiles through a {}:", change.describe());
                 let p = stream(&agent, &base, &tiles, Some(change), phase)?;
                 show(&agent, &base, &p)?;
+                std::thread::sleep(Duration::from_millis(600));
+                print_alerts(&received, &mut seen);
             }
             // Let the log flush, then read it back.
             std::thread::sleep(Duration::from_millis(600));
@@ -262,7 +345,9 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
                 .map_or(0, |w| w.iter().filter(|w| w["drift"] == true).count());
             println!(
                 "   {windows} drift windows were stored, {drifted} of them drifted \
-                 (GET /v1/models/weldnet/drift, and vigil_drift_* on /metrics)"
+                 (GET /v1/models/weldnet/drift, and vigil_drift_* on /metrics);\n   alert \
+                 history: GET /v1/alerts, `vigil alerts list`; as Prometheus rules: \
+                 `vigil alerts export-prometheus`"
             );
             Ok(())
         })();

@@ -6,6 +6,7 @@ mod audit;
 mod bundle;
 mod common;
 mod config;
+mod prediction_log;
 mod registry;
 mod score;
 mod serve;

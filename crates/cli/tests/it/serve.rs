@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// Kills the server if the test fails before it stops it.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -209,7 +209,7 @@ fn start(env: &Env) -> (Server, String) {
 }
 
 /// [`start`] with extra environment variables.
-fn start_with(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
+pub(crate) fn start_with(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
     let log = std::fs::File::create(env.path("serve.log")).unwrap();
     let mut child = env
         .cmd()
@@ -237,7 +237,7 @@ fn start_with(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
 }
 
 /// Sends SIGTERM (not `Child::kill`, which is SIGKILL) and expects exit code 0.
-fn stop(mut server: Server, env: &Env) {
+pub(crate) fn stop(mut server: Server, env: &Env) {
     let pid = server.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());

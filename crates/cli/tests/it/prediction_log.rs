@@ -23,8 +23,19 @@ fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    try_request(addr, method, path, headers, body).unwrap()
+}
+
+/// [`request`], or the I/O error (a server that stopped listening).
+fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -33,10 +44,10 @@ fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
+    s.read_to_end(&mut answer)?;
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text
         .split(' ')
@@ -47,7 +58,7 @@ fn request(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
@@ -280,6 +291,91 @@ fn a_clean_shutdown_writes_every_answered_prediction() {
             .unwrap_or_else(|| panic!("{} is not in the log", a.id));
         check_record(a, &r, &reference);
     }
+}
+
+#[test]
+fn sigterm_under_load_logs_every_answered_prediction() {
+    const CLIENTS: usize = 4;
+    let env = Env::new();
+    let (server, addr) = start_ready(&env, &[]);
+    let tiles = tiles();
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut sent = 0;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (tiles, answered, stopping, addr) = (&tiles, &answered, &stopping, &addr);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut sent = 0;
+                    // Until the server stops listening (or 10 s after SIGTERM at most).
+                    for i in 0..2000 {
+                        let id = format!("load-{c}-{i}");
+                        sent += 1;
+                        let Ok((status, body)) = try_request(
+                            addr,
+                            "POST",
+                            "/v1/models/weldnet/predict",
+                            &[("Content-Type", "image/png"), ("x-request-id", &id)],
+                            &tiles[i % tiles.len()],
+                        ) else {
+                            break;
+                        };
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        out.push(Answer {
+                            id,
+                            status,
+                            body,
+                            at: Instant::now(),
+                        });
+                        if status != 200 && stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    (out, sent)
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+            assert!(Instant::now() < deadline, "{}", serve_log(&env));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SIGTERM with requests in flight; the process exits 0.
+        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop(server, &env);
+        for h in handles {
+            let (out, n) = h.join().unwrap();
+            answers.extend(out);
+            sent += n;
+        }
+    });
+    let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
+    for a in &answers {
+        assert!(
+            a.status == 200 || a.status == 503 || a.status == 0,
+            "{}: {} {}",
+            a.id,
+            a.status,
+            a.body
+        );
+    }
+    let store = Store::open(&env);
+    let count = store.count();
+    eprintln!(
+        "SIGTERM under load: {sent} sent, {} answered 200, {count} logged",
+        ok.len()
+    );
+    for a in &ok {
+        assert!(
+            store.get(&a.id).is_some(),
+            "{} was answered and is not in the log",
+            a.id
+        );
+    }
+    assert!(count >= ok.len() as u64 && count <= sent as u64, "{count}");
 }
 
 #[test]

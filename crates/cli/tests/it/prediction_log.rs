@@ -195,6 +195,42 @@ impl Store {
     }
 }
 
+/// SQLite's write lock on the data directory's database, held by this (other) process: the
+/// server's log writer waits for it (on busy_timeout) with its batch: a stalled store.
+struct WriteLock {
+    conn: sqlx::SqliteConnection,
+    rt: tokio::runtime::Runtime,
+}
+
+impl WriteLock {
+    fn take(env: &Env) -> WriteLock {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("sqlite://{}", env.data_dir().join("vigil.db").display());
+        let conn = rt.block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn
+        });
+        WriteLock { conn, rt }
+    }
+
+    fn release(self) {
+        let WriteLock { mut conn, rt } = self;
+        rt.block_on(async {
+            use sqlx::Connection as _;
+            sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        });
+    }
+}
+
 /// Checks that `r` is the record of the answer `a`; `reference` is the monitoring API's
 /// summary of the bundle's reference profile (`null` without one).
 fn check_record(a: &Answer, r: &PredictionRecord, reference: &serde_json::Value) {
@@ -449,22 +485,8 @@ fn the_reject_policy_answers_503_rather_than_an_unlogged_prediction() {
         ],
     );
     let tile = tiles().remove(0);
-    // A slow store: another process holds SQLite's write lock, so the writer waits (on
-    // busy_timeout) with its batch, and the channel (one record) fills.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("sqlite://{}", env.data_dir().join("vigil.db").display());
-    let mut lock = rt.block_on(async {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn
-    });
+    // A slow store: the writer waits with its batch, and the channel (one record) fills.
+    let lock = WriteLock::take(&env);
     let mut ok = Vec::new();
     let mut rejected = None;
     for i in 0..200 {
@@ -498,11 +520,7 @@ fn the_reject_policy_answers_503_rather_than_an_unlogged_prediction() {
     assert_eq!(again.status, 503, "{}", again.body);
 
     // The store recovers: everything answered is written, nothing refused is.
-    rt.block_on(async {
-        use sqlx::Connection as _;
-        sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
-        lock.close().await.unwrap();
-    });
+    lock.release();
     stop(server, &env);
     eprintln!(
         "{} answered and logged before the first 503 (capacity 1)",
@@ -515,6 +533,65 @@ fn the_reject_policy_answers_503_rather_than_an_unlogged_prediction() {
     }
     assert!(store.get(&rejected.id).is_none());
     assert!(store.get("rej-again").is_none());
+}
+
+#[test]
+fn block_waits_for_a_stalled_store_no_longer_than_the_request_timeout() {
+    let env = Env::new();
+    let (server, addr) = start_ready(
+        &env,
+        &[
+            ("VIGIL__MONITORING__LOG__ON_FULL", "block"),
+            ("VIGIL__MONITORING__LOG__CAPACITY", "1"),
+            ("VIGIL__MONITORING__LOG__FLUSH_INTERVAL", "100ms"),
+            ("VIGIL__SERVER__REQUEST_TIMEOUT", "1s"),
+        ],
+    );
+    let tile = tiles().remove(0);
+    let lock = WriteLock::take(&env);
+    let mut ok = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let t = Instant::now();
+        let a = predict(&addr, &format!("blk-{i}"), &tile);
+        match a.status {
+            200 => ok.push(a),
+            503 => {
+                refused = Some((a, t.elapsed()));
+                break;
+            }
+            other => panic!("{other}: {}", a.body),
+        }
+    }
+    let (refused, waited) = refused.unwrap_or_else(|| {
+        panic!(
+            "200 predictions answered with the store locked and a log of one record\n{}",
+            serve_log(&env)
+        )
+    });
+    // It waited for room (back-pressure), then gave up at the request's deadline.
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let v = refused.json();
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("the prediction could not be logged") && error.contains("deadline"),
+        "{v}"
+    );
+    lock.release();
+    stop(server, &env);
+    eprintln!(
+        "block: {} answered and logged, then a 503 after {waited:?} (request_timeout 1s)",
+        ok.len()
+    );
+    let store = Store::open(&env);
+    assert_eq!(store.count(), ok.len() as u64, "{}", serve_log(&env));
+    for a in &ok {
+        assert!(store.get(&a.id).is_some(), "{} is not in the log", a.id);
+    }
+    assert!(store.get(&refused.id).is_none());
 }
 
 #[test]

@@ -171,6 +171,26 @@ impl PredictionLog {
         sent
     }
 
+    /// [`PredictionLog::submit`], waiting at most `limit` for room under the `block`
+    /// policy: the request's deadline bounds its wait for the log, so a stalled store turns
+    /// requests away instead of holding them (and a graceful shutdown) forever. Past it:
+    /// [`Error::DeadlineExceeded`] (stage `logging`), counted in
+    /// `vigil_prediction_log_lost_total{reason="deadline"}`; the record is not queued.
+    pub async fn submit_within(&self, record: PredictionRecord, limit: Duration) -> Result<()> {
+        // `Sender::send` is cancel-safe: a timed-out record was never queued.
+        if let Ok(sent) = tokio::time::timeout(limit, self.submit(record)).await {
+            return sent;
+        }
+        self.metrics.lost("deadline", 1);
+        self.metrics.pending(self.pending());
+        tracing::warn!(
+            capacity = self.cfg.capacity,
+            waited = ?limit,
+            "The prediction log stayed full until the request's deadline; the request fails."
+        );
+        Err(Error::DeadlineExceeded { stage: "logging" })
+    }
+
     /// Queues one drift window; never dropped (it waits for room on a task of its own).
     pub(crate) fn submit_window(&self, window: Arc<DriftWindow>) {
         let tx = self.tx.clone();

@@ -234,3 +234,36 @@ async fn when_full_reject_refuses_and_drop_counts_and_block_waits() {
             .contains(&"waited".to_owned())
     );
 }
+
+#[tokio::test]
+async fn block_waits_no_longer_than_the_deadline_given() {
+    let (gate, sink, log, metrics) = stalled(OnFull::Block).await;
+    let t = std::time::Instant::now();
+    let err = log
+        .submit_within(record("late"), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            vigil_runtime::Error::DeadlineExceeded { stage: "logging" }
+        ),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        metrics
+            .render()
+            .contains("vigil_prediction_log_lost_total{reason=\"deadline\"} 1")
+    );
+    // Once the store moves, a record queued within its limit is written.
+    gate.add_permits(100);
+    log.submit_within(record("in-time"), Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|_| panic!("room was there"));
+    log.close().await;
+    let written = sink.batches.lock().unwrap().concat();
+    assert!(!written.contains(&"late".to_owned()), "{written:?}");
+    assert!(written.contains(&"in-time".to_owned()), "{written:?}");
+    assert_eq!(written.len(), 4, "{written:?}");
+}

@@ -417,7 +417,7 @@ fn sigterm_under_load_logs_every_answered_prediction() {
 #[test]
 fn kill_9_loses_at_most_the_last_flush_interval() {
     const N: usize = 60;
-    const M: usize = 120;
+    const M: usize = 150;
     let flush = Duration::from_millis(500);
     let vars = [("VIGIL__MONITORING__LOG__FLUSH_INTERVAL", "500ms")];
     let env = Env::new();
@@ -448,7 +448,8 @@ fn kill_9_loses_at_most_the_last_flush_interval() {
     let store = Store::open(&env);
     let total = store.count();
     assert!(total >= N as u64, "{total}");
-    let margin = Duration::from_secs(1);
+    // The batch being written (and a busy shared machine's fsync) on top of the interval.
+    let margin = Duration::from_millis(1500);
     let mut survived = 0;
     let mut must = 0;
     for a in &answers {

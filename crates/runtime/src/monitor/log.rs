@@ -275,15 +275,21 @@ async fn write_loop(
             }
         }
         metrics.pending(rx.len());
-        write(&*sink, batch, &metrics, closing).await;
+        write(&*sink, batch, &metrics, &stop).await;
     }
     tracing::debug!("The prediction log is flushed and closed.");
 }
 
-/// Writes one batch, retrying with backoff until it is stored. While closing, it gives up
-/// after a few tries so that shutdown cannot hang on a dead store; what it gives up is
+/// Writes one batch, retrying with backoff until it is stored. Once closing (`stop`
+/// cancelled, also while a retry is under way), it gives up after a few more tries, at most
+/// half a second apart, so that shutdown cannot hang on a dead store; what it gives up is
 /// counted and logged as an error.
-async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, closing: bool) {
+async fn write(
+    sink: &dyn MonitorSink,
+    batch: Vec<Item>,
+    metrics: &LogMetrics,
+    stop: &CancellationToken,
+) {
     let mut predictions = Vec::with_capacity(batch.len());
     let mut windows = Vec::new();
     for item in batch {
@@ -293,6 +299,7 @@ async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, c
         }
     }
     let mut backoff = Duration::from_millis(50);
+    // Failed tries since closing began.
     let mut tries = 0u32;
     loop {
         let t = std::time::Instant::now();
@@ -321,7 +328,8 @@ async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, c
                 return;
             }
             Err(e) => {
-                tries += 1;
+                let closing = stop.is_cancelled();
+                tries += u32::from(closing);
                 metrics.write_error();
                 if closing && tries >= 5 {
                     metrics.lost("store_error", predictions.len());
@@ -333,7 +341,15 @@ async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, c
                     return;
                 }
                 tracing::warn!(error = %e, records = predictions.len(), retry_in = ?backoff, "Cannot write the prediction log; retrying.");
-                tokio::time::sleep(backoff).await;
+                if closing {
+                    tokio::time::sleep(backoff.min(Duration::from_millis(500))).await;
+                } else {
+                    // Shutdown cuts the wait short: the next try counts towards giving up.
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 // Windows already written on a failed try are written again: the store keeps
                 // both; predictions are deduplicated by request id.

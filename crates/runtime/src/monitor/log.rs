@@ -6,9 +6,10 @@
 //!   the first one, in one store transaction.
 //! - **Overload** (the channel is full because the store is slower than the traffic), by
 //!   [`OnFull`]: `block` (default) makes the request wait for room, so serving slows to the
-//!   store's pace and admission control turns the excess away with 429: nothing is
-//!   answered that is not logged. `reject` fails the request at once (503) instead of
-//!   waiting. `drop` answers anyway and counts the record in
+//!   store's pace; a request that finds no room by its deadline fails with 503
+//!   ([`PredictionLog::submit_within`]): nothing is answered that is not logged. (Admission
+//!   counts a request until it is classified, not while it waits for the log.) `reject`
+//!   fails the request at once (503) instead of waiting. `drop` answers anyway and counts the record in
 //!   `vigil_prediction_log_lost_total{reason="dropped"}` with a warning: for lines that
 //!   value availability over a complete log. Loss is never silent.
 //! - **Store errors**: a batch that fails to write is kept and retried with backoff (the

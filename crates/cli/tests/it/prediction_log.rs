@@ -417,7 +417,7 @@ fn sigterm_under_load_logs_every_answered_prediction() {
 #[test]
 fn kill_9_loses_at_most_the_last_flush_interval() {
     const N: usize = 60;
-    const M: usize = 150;
+    const M: usize = 120;
     let flush = Duration::from_millis(500);
     let vars = [("VIGIL__MONITORING__LOG__FLUSH_INTERVAL", "500ms")];
     let env = Env::new();
@@ -440,7 +440,15 @@ fn kill_9_loses_at_most_the_last_flush_interval() {
     // Killed right after the last answer: only what was answered within the last flush
     // interval (plus the batch being written; a margin covers it) may be missing.
     let (mut server, addr) = start_ready(&env, &vars);
-    let answers = send(&addr, "busy", M, 4);
+    // Continuous load for at least 3 s, so that some answers are older than the bound.
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    let mut round = 0;
+    while answers.len() < M || started.elapsed() < Duration::from_secs(3) {
+        answers.extend(send(&addr, &format!("busy{round}"), 30, 4));
+        round += 1;
+    }
+    let m = answers.len();
     let killed_at = Instant::now();
     server.0.kill().unwrap();
     server.0.wait().unwrap();
@@ -467,7 +475,7 @@ fn kill_9_loses_at_most_the_last_flush_interval() {
     }
     assert_eq!(total, (N + survived) as u64);
     eprintln!(
-        "kill -9 right after {M} predictions (sent over {:?}): {survived} of {M} in the log; \
+        "kill -9 right after {m} predictions (sent over {:?}): {survived} of {m} in the log; \
          {must} were answered more than {:?} before the kill (all present)",
         answers.last().unwrap().at - answers.first().unwrap().at,
         flush + margin

@@ -177,6 +177,12 @@ impl Infer {
         &self.inner.metrics
     }
 
+    /// The longest a request may take (`InferConfig::request_timeout`), from admission to
+    /// answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.cfg.request_timeout
+    }
+
     /// Requests admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.inner.cfg.max_in_flight - self.inner.admission.available_permits()

@@ -58,8 +58,9 @@ pub enum Error {
     /// The request's deadline passed before it was answered.
     #[error("the deadline passed while the request was {stage}")]
     DeadlineExceeded {
-        /// Where the request was: `waiting` (preprocessing, queued or running) or `queued`
-        /// (dropped from the queue without running).
+        /// Where the request was: `waiting` (preprocessing, queued or running), `queued`
+        /// (dropped from the queue without running) or `logging` (waiting for room in a
+        /// full prediction log).
         stage: &'static str,
     },
     /// The runtime is shutting down and admits nothing new.

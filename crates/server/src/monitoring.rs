@@ -45,7 +45,9 @@ impl MonitorSink for StoreSink {
 
 /// Logs one answered prediction under the log's overload policy. Without a log (no store)
 /// nothing is kept. A refused record fails the request: nothing is answered that the policy
-/// says must be logged.
+/// says must be logged. Under `block` the wait for room ends at the request's deadline
+/// (`server.request_timeout` from admission): a stalled store fails requests with 503
+/// rather than holding them, and a graceful shutdown behind them, forever.
 pub(crate) async fn log_prediction(
     state: &AppState,
     request_id: &str,
@@ -54,7 +56,11 @@ pub(crate) async fn log_prediction(
     let Some(log) = state.log() else {
         return Ok(());
     };
-    log.submit(c.record(request_id, "serve"))
+    let limit = state
+        .infer()
+        .request_timeout()
+        .saturating_sub(c.timings.total);
+    log.submit_within(c.record(request_id, "serve"), limit)
         .await
         .map_err(|e| ApiError::Kind {
             kind: vigil_core::ErrorKind::Unavailable,

@@ -8,6 +8,7 @@ mod bundle;
 mod common;
 mod config;
 mod drift;
+mod prediction_log;
 mod registry;
 mod score;
 mod serve;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// Kills the server if the test fails before it stops it.
-pub(crate) struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

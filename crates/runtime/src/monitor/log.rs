@@ -6,9 +6,10 @@
 //!   the first one, in one store transaction.
 //! - **Overload** (the channel is full because the store is slower than the traffic), by
 //!   [`OnFull`]: `block` (default) makes the request wait for room, so serving slows to the
-//!   store's pace and admission control turns the excess away with 429: nothing is
-//!   answered that is not logged. `reject` fails the request at once (503) instead of
-//!   waiting. `drop` answers anyway and counts the record in
+//!   store's pace; a request that finds no room by its deadline fails with 503
+//!   ([`PredictionLog::submit_within`]): nothing is answered that is not logged. (Admission
+//!   counts a request until it is classified, not while it waits for the log.) `reject`
+//!   fails the request at once (503) instead of waiting. `drop` answers anyway and counts the record in
 //!   `vigil_prediction_log_lost_total{reason="dropped"}` with a warning: for lines that
 //!   value availability over a complete log. Loss is never silent.
 //! - **Store errors**: a batch that fails to write is kept and retried with backoff (the
@@ -171,6 +172,26 @@ impl PredictionLog {
         sent
     }
 
+    /// [`PredictionLog::submit`], waiting at most `limit` for room under the `block`
+    /// policy: the request's deadline bounds its wait for the log, so a stalled store turns
+    /// requests away instead of holding them (and a graceful shutdown) forever. Past it:
+    /// [`Error::DeadlineExceeded`] (stage `logging`), counted in
+    /// `vigil_prediction_log_lost_total{reason="deadline"}`; the record is not queued.
+    pub async fn submit_within(&self, record: PredictionRecord, limit: Duration) -> Result<()> {
+        // `Sender::send` is cancel-safe: a timed-out record was never queued.
+        if let Ok(sent) = tokio::time::timeout(limit, self.submit(record)).await {
+            return sent;
+        }
+        self.metrics.lost("deadline", 1);
+        self.metrics.pending(self.pending());
+        tracing::warn!(
+            capacity = self.cfg.capacity,
+            waited = ?limit,
+            "The prediction log stayed full until the request's deadline; the request fails."
+        );
+        Err(Error::DeadlineExceeded { stage: "logging" })
+    }
+
     /// Queues one drift window; never dropped (it waits for room on a task of its own).
     pub(crate) fn submit_window(&self, window: Arc<DriftWindow>) {
         let tx = self.tx.clone();
@@ -255,15 +276,21 @@ async fn write_loop(
             }
         }
         metrics.pending(rx.len());
-        write(&*sink, batch, &metrics, closing).await;
+        write(&*sink, batch, &metrics, &stop).await;
     }
     tracing::debug!("The prediction log is flushed and closed.");
 }
 
-/// Writes one batch, retrying with backoff until it is stored. While closing, it gives up
-/// after a few tries so that shutdown cannot hang on a dead store; what it gives up is
+/// Writes one batch, retrying with backoff until it is stored. Once closing (`stop`
+/// cancelled, also while a retry is under way), it gives up after a few more tries, at most
+/// half a second apart, so that shutdown cannot hang on a dead store; what it gives up is
 /// counted and logged as an error.
-async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, closing: bool) {
+async fn write(
+    sink: &dyn MonitorSink,
+    batch: Vec<Item>,
+    metrics: &LogMetrics,
+    stop: &CancellationToken,
+) {
     let mut predictions = Vec::with_capacity(batch.len());
     let mut windows = Vec::new();
     for item in batch {
@@ -273,6 +300,7 @@ async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, c
         }
     }
     let mut backoff = Duration::from_millis(50);
+    // Failed tries since closing began.
     let mut tries = 0u32;
     loop {
         let t = std::time::Instant::now();
@@ -301,7 +329,8 @@ async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, c
                 return;
             }
             Err(e) => {
-                tries += 1;
+                let closing = stop.is_cancelled();
+                tries += u32::from(closing);
                 metrics.write_error();
                 if closing && tries >= 5 {
                     metrics.lost("store_error", predictions.len());
@@ -313,7 +342,15 @@ async fn write(sink: &dyn MonitorSink, batch: Vec<Item>, metrics: &LogMetrics, c
                     return;
                 }
                 tracing::warn!(error = %e, records = predictions.len(), retry_in = ?backoff, "Cannot write the prediction log; retrying.");
-                tokio::time::sleep(backoff).await;
+                if closing {
+                    tokio::time::sleep(backoff.min(Duration::from_millis(500))).await;
+                } else {
+                    // Shutdown cuts the wait short: the next try counts towards giving up.
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 // Windows already written on a failed try are written again: the store keeps
                 // both; predictions are deduplicated by request id.

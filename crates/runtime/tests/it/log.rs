@@ -234,3 +234,75 @@ async fn when_full_reject_refuses_and_drop_counts_and_block_waits() {
             .contains(&"waited".to_owned())
     );
 }
+
+#[tokio::test]
+async fn block_waits_no_longer_than_the_deadline_given() {
+    let (gate, sink, log, metrics) = stalled(OnFull::Block).await;
+    let t = std::time::Instant::now();
+    let err = log
+        .submit_within(record("late"), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            vigil_runtime::Error::DeadlineExceeded { stage: "logging" }
+        ),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        metrics
+            .render()
+            .contains("vigil_prediction_log_lost_total{reason=\"deadline\"} 1")
+    );
+    // Once the store moves, a record queued within its limit is written.
+    gate.add_permits(100);
+    log.submit_within(record("in-time"), Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|_| panic!("room was there"));
+    log.close().await;
+    let written = sink.batches.lock().unwrap().concat();
+    assert!(!written.contains(&"late".to_owned()), "{written:?}");
+    assert!(written.contains(&"in-time".to_owned()), "{written:?}");
+    assert_eq!(written.len(), 4, "{written:?}");
+}
+
+#[tokio::test]
+async fn close_gives_up_on_a_dead_store_even_mid_retry() {
+    // The store refuses every write; the writer is already retrying when shutdown begins.
+    let sink = Arc::new(Recorder {
+        failures: Mutex::new(usize::MAX),
+        ..Recorder::default()
+    });
+    let metrics = Metrics::new();
+    let log = PredictionLog::start(cfg(1000, OnFull::Block), sink.clone(), &metrics);
+    log.submit(record("doomed")).await.unwrap();
+    let errors = |m: &Metrics| {
+        m.render()
+            .lines()
+            .find_map(|l| l.strip_prefix("vigil_prediction_log_write_errors_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    for _ in 0..200 {
+        if errors(&metrics) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(errors(&metrics) >= 2, "the writer never retried");
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), log.close())
+        .await
+        .expect("close hangs on a dead store");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(sink.batches.lock().unwrap().is_empty());
+    assert!(
+        metrics
+            .render()
+            .contains("vigil_prediction_log_lost_total{reason=\"store_error\"} 1"),
+        "{}",
+        metrics.render()
+    );
+}

@@ -38,7 +38,10 @@ fn validation_tiles() -> Option<Vec<PathBuf>> {
 
 /// A local webhook receiver (what a plant's alerting endpoint or Slack would be): keeps
 /// every JSON body it is sent.
-fn webhook_receiver() -> anyhow::Result<(std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)> {
+fn webhook_receiver() -> anyhow::Result<(
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+)> {
     use std::io::{Read as _, Write as _};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -51,7 +54,9 @@ fn webhook_receiver() -> anyhow::Result<(std::net::SocketAddr, std::sync::Arc<st
             let mut chunk = [0u8; 4096];
             // Read the head, then the body by Content-Length.
             let body = loop {
-                let Ok(n) = stream.read(&mut chunk) else { break None };
+                let Ok(n) = stream.read(&mut chunk) else {
+                    break None;
+                };
                 if n == 0 {
                     break None;
                 }
@@ -62,7 +67,8 @@ fn webhook_receiver() -> anyhow::Result<(std::net::SocketAddr, std::sync::Arc<st
                         .lines()
                         .find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
                         })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
@@ -70,9 +76,12 @@ fn webhook_receiver() -> anyhow::Result<(std::net::SocketAddr, std::sync::Arc<st
                     }
                 }
             };
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             if let Some(v) = body.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
-                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(v);
             }
         }
     });
@@ -81,7 +90,9 @@ fn webhook_receiver() -> anyhow::Result<(std::net::SocketAddr, std::sync::Arc<st
 
 /// Prints the webhook notifications received since `seen`.
 fn print_alerts(got: &std::sync::Mutex<Vec<Value>>, seen: &mut usize) {
-    let all = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let all = got
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for n in all.iter().skip(*seen) {
         println!(
             "   ALERT {} ({}) to the webhook: {}",
@@ -359,5 +370,32 @@ format = "json"
         served?;
         Ok(())
     });
-    result
+    result?;
+    section(
+        "11. The drift report (vigil drift report)",
+        "One page an engineer can read without knowing what MMD is: the verdict in words, each\n\
+         signal against its threshold, reference-against-current plots of every image\n\
+         statistic, drift over time, out-of-distribution distances, class shares.",
+    );
+    let shipped = work.join("weldnet-shipped.tar");
+    std::fs::write(&shipped, crate::assets::SHIPPED_WELD_MODEL)?;
+    let out = work.join("drift-report.html");
+    super::drift::run(
+        &server_ctx,
+        super::drift::DriftCommand::Report(super::drift::ReportArgs {
+            model: None,
+            bundle: Some(shipped),
+            input: Vec::new(),
+            since: Some("1h".into()),
+            until: None,
+            out: out.clone(),
+            title: Some("Weld line: the last hour".into()),
+            seed: 0,
+        }),
+    )?;
+    println!(
+        "   the page: {} (and its JSON twin beside it)",
+        out.display()
+    );
+    Ok(())
 }

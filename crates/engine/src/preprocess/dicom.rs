@@ -436,7 +436,7 @@ mod tests {
 
     fn read(bytes: &[u8]) -> Result<Planes> {
         assert!(is_dicom(bytes));
-        decode(bytes, &Limits::default())
+        decode(bytes, &Limits::default()).map(|(planes, _)| planes)
     }
 
     #[test]

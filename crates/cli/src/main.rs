@@ -149,7 +149,9 @@ fn init_logging(config: &Config, verbose: u8, quiet: bool, warn_only: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error".to_owned(),
         // The demo narrates drift itself; the runtime's drift warnings would repeat it.
-        (false, 0) if warn_only => "warn,vigil_runtime::monitor=error".to_owned(),
+        (false, 0) if warn_only => {
+            "warn,vigil_runtime::monitor=error,vigil_server::alerting=error".to_owned()
+        }
         (false, 0) => config.log.level.clone(),
         (false, 1) => "debug".to_owned(),
         (false, _) => "trace".to_owned(),

@@ -450,7 +450,8 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
          Registry and artifact storage: 4-6 (immutable versions, aliases, audit log).\n\
          Serving predictions: 7-8 (batch scoring; `vigil serve` is the real-time API).\n\
          Training and evaluation: 9 (split by film, threshold for a recall target, report).\n\
-         Monitoring: 10 (prediction log, live shares, drift windows, out-of-distribution flags).",
+         Monitoring: 10-11 (prediction log, live shares, drift windows, out-of-distribution\n\
+         flags, an alert to a webhook, the drift report).",
     );
 
     section(

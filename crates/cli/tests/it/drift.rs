@@ -51,11 +51,28 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("weldnet");
-        std::fs::create_dir(&plain).unwrap();
-        bundle::unpack(&repo().join("models/weldnet.tar"), &plain).unwrap();
-        let b = Bundle::open(&plain).unwrap();
+        let shipped = dir.path().join("shipped");
+        std::fs::create_dir(&shipped).unwrap();
+        bundle::unpack(&repo().join("models/weldnet.tar"), &shipped).unwrap();
+        let b = Bundle::open(&shipped).unwrap();
         let manifest = b.manifest().clone();
+        // The shipped bundle carries its own reference: these tests build theirs, and a copy
+        // without any.
+        let files: Vec<(String, Vec<u8>)> = bundle::list_files(&shipped)
+            .unwrap()
+            .into_iter()
+            .filter(|rel| rel != MANIFEST_FILE && rel != SIGNATURE_FILE && rel != REFERENCE_FILE)
+            .map(|rel| {
+                let bytes = b.read_file(&rel).unwrap();
+                (rel, bytes)
+            })
+            .collect();
+        let plain = dir.path().join("weldnet");
+        let mut writer = BundleWriter::new(manifest.clone());
+        for (rel, bytes) in &files {
+            writer.add_file(rel, bytes.clone()).unwrap();
+        }
+        writer.write(&plain).unwrap();
         let model = b.read_file(vigil_core::bundle::MODEL_FILE).unwrap();
         let mut backend =
             vigil_engine::load(&model, &manifest, &vigil_engine::EngineConfig::default()).unwrap();
@@ -89,10 +106,8 @@ fn fixture() -> &'static Fixture {
         let profile =
             ReferenceProfile::build(&observations, &labels, "data/weld/val (test)", &cfg).unwrap();
         let mut writer = BundleWriter::new(manifest);
-        for rel in bundle::list_files(&plain).unwrap() {
-            if rel != MANIFEST_FILE && rel != SIGNATURE_FILE {
-                writer.add_file(&rel, b.read_file(&rel).unwrap()).unwrap();
-            }
+        for (rel, bytes) in files {
+            writer.add_file(&rel, bytes).unwrap();
         }
         writer
             .add_file(REFERENCE_FILE, profile.to_json().unwrap())

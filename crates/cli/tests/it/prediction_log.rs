@@ -625,10 +625,17 @@ fn the_monitoring_api_reads_the_log_and_the_live_window() {
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("abc"), "{v}");
 
-    // Each answer is readable once its flush interval has passed.
+    // Each answer is readable once its flush interval has passed (polled: a loaded CI
+    // machine may take longer than the interval itself).
     std::thread::sleep(Duration::from_millis(600));
     for a in &answers {
-        let (status, r) = get(&addr, &format!("/v1/predictions/{}", a.id));
+        let path = format!("/v1/predictions/{}", a.id);
+        let mut tries = 0;
+        while get(&addr, &path).0 == 404 && tries < 100 {
+            std::thread::sleep(Duration::from_millis(100));
+            tries += 1;
+        }
+        let (status, r) = get(&addr, &path);
         assert_eq!(status, 200, "{}: {r}", a.id);
         let r: PredictionRecord = serde_json::from_value(r).unwrap();
         check_record(a, &r, &reference);

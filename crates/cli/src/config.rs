@@ -40,8 +40,6 @@ pub struct Config {
 pub struct MonitoringSection {
     /// Per-image statistics, OOD scores and drift windows.
     pub enabled: bool,
-    /// A full drift window is evaluated every this many predictions.
-    pub window_step: usize,
     /// Seed of the permutation tests.
     pub seed: u64,
     /// The prediction log.
@@ -73,7 +71,6 @@ impl MonitoringSection {
     pub fn runtime(&self) -> vigil_runtime::MonitorConfig {
         vigil_runtime::MonitorConfig {
             enabled: self.enabled,
-            step: self.window_step,
             seed: self.seed,
             ..vigil_runtime::MonitorConfig::default()
         }

@@ -4,7 +4,7 @@
 //! ```text
 //! InFlight::finish ─► VersionMonitor::observe(observation)        (a mutex push, O(1))
 //!                       ├─ live ring (count and time windows) ─► vigil_class_share, ...
-//!                       └─ drift window full, `step` new images ─► spawn_blocking(evaluate)
+//!                       └─ drift window full, `every` new images (reference) ─► spawn_blocking(evaluate)
 //!                                                                  ├─► vigil_drift_* gauges
 //!                                                                  ├─► log line
 //!                                                                  └─► PredictionLog (store)
@@ -33,16 +33,12 @@ pub use log::{DriftWindow, LogConfig, MonitorSink, OnFull, PredictionLog};
 
 use crate::metrics::{LiveShares, MonitorMetrics, SignalValue};
 
-/// How the runtime monitors: window stepping, the live ring and where records go.
+/// How the runtime monitors: the live ring and where records go.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
     /// Compute per-image statistics, OOD scores and drift windows. Off, only the live
     /// shares of labels, confidence and flags are kept.
     pub enabled: bool,
-    /// A drift window is evaluated every `step` new predictions once it is full (its size
-    /// comes from the reference, which calibrated its thresholds for that size). Default
-    /// 50: a change is seen within 50 images of the window tipping.
-    pub step: usize,
     /// Predictions kept for the live shares and the API's count and time windows.
     /// Default 10,000.
     pub live_capacity: usize,
@@ -58,7 +54,6 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {
             enabled: true,
-            step: 50,
             live_capacity: 10_000,
             live_window: 200,
             seed: 0,
@@ -191,7 +186,7 @@ impl VersionMonitor {
     }
 
     /// Adds one answered prediction: updates the live shares and, when the drift window is
-    /// full and `step` new images arrived, evaluates it on a blocking thread (one at a time
+    /// full and the reference's `every` new images arrived, evaluates it on a blocking thread (one at a time
     /// per version; a window that arrives while one is evaluated waits for the next step).
     pub(crate) fn observe(&self, obs: Observation, review: bool) {
         self.metrics.flagged(review, obs.out_of_distribution);
@@ -218,7 +213,7 @@ impl VersionMonitor {
         }
         state.window.push_back(obs);
         state.since_evaluation += 1;
-        if state.window.len() < size || state.since_evaluation < self.cfg.step.max(1) {
+        if state.window.len() < size || state.since_evaluation < reference.drift.every.max(1) {
             return;
         }
         if self.evaluating.swap(true, Ordering::AcqRel) {

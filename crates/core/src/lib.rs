@@ -21,6 +21,7 @@ pub mod eval;
 pub mod monitor;
 pub mod onnx;
 mod plot;
+pub mod review;
 pub mod types;
 
 pub use error::ErrorKind;

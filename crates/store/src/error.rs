@@ -99,6 +99,10 @@ pub enum Error {
     /// The input breaks a rule, or a stored row cannot be read back.
     #[error("{0}")]
     Invalid(String),
+    /// The request was valid but the state moved on: a review claim that expired or went to
+    /// another inspector, an item already settled.
+    #[error("{0}")]
+    Conflict(String),
     /// A monitoring row holds what this store never writes (bad JSON, a truncated
     /// embedding): the database was changed outside Vigil or is damaged.
     #[error(
@@ -120,7 +124,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
-            Error::VersionConflict { .. } => ErrorKind::Conflict,
+            Error::VersionConflict { .. } | Error::Conflict(_) => ErrorKind::Conflict,
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Database { source, .. } => match source {
                 // The query and the schema disagree: a bug, not an outage.

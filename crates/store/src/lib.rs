@@ -23,6 +23,7 @@
 
 mod blob;
 mod error;
+mod review;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,10 @@ use vigil_core::monitor::PredictionRecord;
 use vigil_core::types::{AliasName, ModelName, ModelRef, ModelVersion, Sha256Digest};
 
 pub use error::{Error, Result};
+pub use review::{
+    Claim, NewReviewItem, NewVerdict, QueueSummary, ReviewImage, ReviewItem, ReviewQuery,
+    ReviewStore, Settled, StoredImage, VerdictOutcome, VerdictRow, VerdictSource,
+};
 pub use sqlite::SqliteRegistry;
 
 /// The SQLite file's name inside the data directory.

@@ -20,6 +20,9 @@
 //! - [`alert_source`]: the rules' values from the live runtime ([`alert_source::LiveSignals`])
 //!   and the notification history in the store ([`alert_source::StoreHistory`]).
 //! - `routes::alerts`: `GET /v1/alerts`, active alerts, recent notifications and the history.
+//! - [`review`]: the flag policy on every answer, flagged predictions queued for inspectors
+//!   with their images, review metrics, realised and estimated performance;
+//!   `routes::review` is its API (queue, claims, verdicts, `POST /v1/feedback`).
 //!
 //! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
 //! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
@@ -34,6 +37,7 @@ pub mod monitoring;
 pub mod openapi;
 pub mod promote;
 pub mod request_id;
+pub mod review;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -109,6 +113,7 @@ pub struct AppState {
     monitor_store: Option<Arc<dyn vigil_store::MonitorStore>>,
     log: Option<vigil_runtime::PredictionLog>,
     alerting: Option<alerting::AlertingHandle>,
+    review: Option<review::ReviewState>,
     bundle_check: promote::BundleCheck,
     /// Held by each promotion, so deployments change one at a time.
     promotions: Arc<tokio::sync::Mutex<()>>,
@@ -126,6 +131,7 @@ impl AppState {
             monitor_store: None,
             log: None,
             alerting: None,
+            review: None,
             bundle_check: promote::BundleCheck::basic(),
             promotions: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -157,6 +163,18 @@ impl AppState {
     pub fn with_alerting(mut self, handle: alerting::AlertingHandle) -> AppState {
         self.alerting = Some(handle);
         self
+    }
+
+    /// The review queue flagged predictions go to, and the review API and pages work on.
+    #[must_use]
+    pub fn with_review(mut self, review: review::ReviewState) -> AppState {
+        self.review = Some(review);
+        self
+    }
+
+    /// The review queue, if the server keeps one.
+    pub fn review(&self) -> Option<&review::ReviewState> {
+        self.review.as_ref()
     }
 
     /// The running alerting, if the server evaluates alert rules.
@@ -239,10 +257,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let infer = state.infer.clone();
     let log = state.log.clone();
+    let review = state.review.clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     infer.shutdown().await;
+    if let Some(review) = review {
+        review.drain().await;
+    }
     if let Some(log) = log {
         let pending = log.pending();
         log.close().await;

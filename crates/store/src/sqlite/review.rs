@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use vigil_core::audit::{self, AuditRecord, format_time};
 use vigil_core::review::{self, ItemState, SecondOpinion};
 use vigil_core::types::Sha256Digest;
@@ -259,19 +259,20 @@ enum Key<'a> {
 
 impl SqliteRegistry {
     async fn item_row(&self, conn: &mut SqliteConnection, key: Key<'_>) -> Result<Option<ItemRow>> {
-        let (id, request_id) = match key {
-            Key::Id(id) => (Some(id), None),
-            Key::Request(r) => (None, Some(r)),
+        let column = match key {
+            Key::Id(_) => "id",
+            Key::Request(_) => "request_id",
         };
-        sqlx::query_as(&format!(
-            "SELECT {ITEM_COLUMNS} FROM review_items \
-             WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR request_id = ?2)"
-        ))
-        .bind(id)
-        .bind(request_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(self.db("reading a review item"))
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM review_items WHERE {column} = ?1");
+        let query = sqlx::query_as(&sql);
+        let query = match key {
+            Key::Id(id) => query.bind(id),
+            Key::Request(r) => query.bind(r),
+        };
+        query
+            .fetch_optional(conn)
+            .await
+            .map_err(self.db("reading a review item"))
     }
 
     /// An item's row, or `Error::NotFound`.
@@ -485,7 +486,8 @@ impl SqliteRegistry {
                 .execute(&mut *conn)
                 .await
                 .map_err(self.db("settling a review item"))?;
-            if v.source == VerdictSource::Queue {
+            // A queue verdict ends its claim; a settled item has nothing left to claim.
+            if v.source == VerdictSource::Queue || resolution.state == ItemState::Done {
                 self.clear_claim(&mut *conn, item_id).await?;
             }
         }
@@ -886,8 +888,12 @@ impl ReviewStore for SqliteRegistry {
         let mut tx = self.begin_write().await?;
         for hex in &digests {
             let digest: Sha256Digest = super::parse("review_items.image_sha256", hex)?;
-            if !self.blob_referenced(&mut tx, &digest).await? {
-                self.blobs.delete(&digest).await?;
+            if !self.blob_referenced(&mut tx, &digest).await?
+                && let Err(e) = self.blobs.delete(&digest).await
+            {
+                // The rows are already committed without it: an unreferenced blob is
+                // harmless, and failing here would hide how many images were dropped.
+                warn!(digest = %digest, error = %e, "Cannot delete a dropped review image; it stays unreferenced.");
             }
         }
         self.finish_write(tx).await?;

@@ -550,3 +550,34 @@ async fn open_review_shares_the_database() {
         .unwrap();
     assert!(other.review_item_by_request("a").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn feedback_that_settles_a_claimed_item_ends_the_claim() {
+    let r = review().await;
+    let s = &r.store;
+    s.enqueue(&[item("a", &[Flag::Review], 0)]).await.unwrap();
+    let ann = s.claim_next("ann", None, LEASE).await.unwrap().unwrap();
+    let token = ann.claim.unwrap().token;
+    let out = s
+        .record_verdict(&feedback("a", "bob", "ok"), SecondOpinion::Never)
+        .await
+        .unwrap();
+    let a = out.item.unwrap();
+    assert_eq!(
+        (a.state, a.claim, a.resolved_label.as_deref()),
+        (ItemState::Done, None, Some("ok"))
+    );
+    let err = s
+        .record_verdict(&queued("a", "ann", "defect", &token), SecondOpinion::Never)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert!(s.claim_next("ann", None, LEASE).await.unwrap().is_none());
+    // More feedback on a settled item settles it again from all verdicts.
+    let out = s
+        .record_verdict(&feedback("a", "cy", "defect"), SecondOpinion::Never)
+        .await
+        .unwrap();
+    assert_eq!(out.item.unwrap().resolved_label.as_deref(), Some("defect"));
+    assert_eq!(s.verdicts_for("a").await.unwrap().len(), 2);
+}

@@ -581,3 +581,30 @@ async fn feedback_that_settles_a_claimed_item_ends_the_claim() {
     assert_eq!(out.item.unwrap().resolved_label.as_deref(), Some("defect"));
     assert_eq!(s.verdicts_for("a").await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn image_retention_keeps_a_blob_a_bundle_still_uses() {
+    let r = review().await;
+    let s = &r.store;
+    let b = crate::common::bundle("weldnet", "1.0", b"onnx bytes that double as an image");
+    let registry: Arc<dyn Registry> = s.clone();
+    crate::common::push(&registry, &b).await.unwrap();
+    let bytes = b.files["model.onnx"].clone();
+    s.enqueue(&[with_image(item("a", &[Flag::Review], 0), &bytes)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delete_review_images_before(t0() + Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let sha = Sha256Digest::of(&bytes).to_hex();
+    // No item keeps it any more, but the bundle's file is intact.
+    assert!(matches!(
+        s.review_image(&sha).await,
+        Err(Error::NotFound { .. })
+    ));
+    let fetched = registry.fetch(b.name(), b.version()).await.unwrap();
+    assert_eq!(fetched.files["model.onnx"], bytes);
+}

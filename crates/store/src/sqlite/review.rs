@@ -155,6 +155,7 @@ impl ItemRow {
         let row = format!("id {}", self.id);
         let row = row.as_str();
         let state = self.state()?;
+        let labels = self.labels()?;
         let claim = match (self.live_claim(now_ms), &self.claim_expires_at) {
             (Some((inspector, token)), Some(at)) => Some(Claim {
                 inspector: inspector.to_owned(),
@@ -186,7 +187,7 @@ impl ItemRow {
                 .into_iter()
                 .map(|p| p.unwrap_or(f32::NAN))
                 .collect(),
-            labels: from_json("review_items.labels", row, &self.labels)?,
+            labels,
             flags: from_json("review_items.flags", row, &self.flags)?,
             priority: u8::try_from(self.priority)
                 .map_err(|_| corrupt("review_items.priority", row, self.priority))?,
@@ -576,7 +577,7 @@ impl ReviewStore for SqliteRegistry {
         self.finish_write(tx).await?;
         debug!(
             added,
-            duplicates = rows.len() as u64 - added,
+            duplicates = (rows.len() as u64).saturating_sub(added),
             "Review items queued."
         );
         Ok(added)

@@ -10,6 +10,7 @@ mod metrics_format;
 mod multipart;
 mod openapi;
 mod promote;
+mod review;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -199,7 +199,7 @@ async fn export(
             .next()
             .is_some()
     {
-        return Err(crate::config::ConfigError::Invalid(format!(
+        return Err(vigil_store::Error::Conflict(format!(
             "{} exists and is not empty: choose a new folder",
             out.display()
         ))

@@ -10,6 +10,7 @@ mod config;
 mod drift;
 mod prediction_log;
 mod registry;
+mod review;
 mod score;
 mod serve;
 mod train;

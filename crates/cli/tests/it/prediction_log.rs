@@ -61,10 +61,26 @@ fn try_request(
     Ok((status, body))
 }
 
-fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+pub(crate) fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     let (status, body) = request(addr, "GET", path, &[], b"");
     let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status} {body:?}: {e}"));
     (status, v)
+}
+
+/// A GET answered as text (`/metrics`).
+pub(crate) fn get_text(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// A POST of a JSON body: status and body text.
+pub(crate) fn post_json(addr: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
 }
 
 fn serve_log(env: &Env) -> String {
@@ -72,7 +88,7 @@ fn serve_log(env: &Env) -> String {
 }
 
 /// Starts the server with `vars` and waits (at most 60 s) until `/readyz` answers 200.
-fn start_ready(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
+pub(crate) fn start_ready(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
     let (server, addr) = start_with(env, vars);
     let deadline = Instant::now() + Duration::from_secs(60);
     while request(&addr, "GET", "/readyz", &[], b"").0 != 200 {
@@ -103,21 +119,21 @@ fn tiles() -> Vec<Vec<u8>> {
 
 /// One answered predict.
 #[derive(Debug)]
-struct Answer {
+pub(crate) struct Answer {
     id: String,
-    status: u16,
-    body: String,
+    pub(crate) status: u16,
+    pub(crate) body: String,
     /// When the answer had been read in full.
     at: Instant,
 }
 
 impl Answer {
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{}: {e}", self.body))
     }
 }
 
-fn predict(addr: &str, id: &str, tile: &[u8]) -> Answer {
+pub(crate) fn predict(addr: &str, id: &str, tile: &[u8]) -> Answer {
     let (status, body) = request(
         addr,
         "POST",

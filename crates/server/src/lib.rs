@@ -34,6 +34,7 @@ pub mod monitoring;
 pub mod openapi;
 pub mod promote;
 pub mod request_id;
+pub mod review;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -109,6 +110,7 @@ pub struct AppState {
     monitor_store: Option<Arc<dyn vigil_store::MonitorStore>>,
     log: Option<vigil_runtime::PredictionLog>,
     alerting: Option<alerting::AlertingHandle>,
+    review: Option<review::ReviewState>,
     bundle_check: promote::BundleCheck,
     /// Held by each promotion, so deployments change one at a time.
     promotions: Arc<tokio::sync::Mutex<()>>,
@@ -126,6 +128,7 @@ impl AppState {
             monitor_store: None,
             log: None,
             alerting: None,
+            review: None,
             bundle_check: promote::BundleCheck::basic(),
             promotions: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -157,6 +160,18 @@ impl AppState {
     pub fn with_alerting(mut self, handle: alerting::AlertingHandle) -> AppState {
         self.alerting = Some(handle);
         self
+    }
+
+    /// The review queue the review API and pages work on.
+    #[must_use]
+    pub fn with_review(mut self, review: review::ReviewState) -> AppState {
+        self.review = Some(review);
+        self
+    }
+
+    /// The review queue, if the server has one.
+    pub fn review(&self) -> Option<&review::ReviewState> {
+        self.review.as_ref()
     }
 
     /// The running alerting, if the server evaluates alert rules.

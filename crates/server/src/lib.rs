@@ -20,6 +20,8 @@
 //! - [`alert_source`]: the rules' values from the live runtime ([`alert_source::LiveSignals`])
 //!   and the notification history in the store ([`alert_source::StoreHistory`]).
 //! - `routes::alerts`: `GET /v1/alerts`, active alerts, recent notifications and the history.
+//! - [`pages`]: the web pages for people: `/dashboard`, `/review/queue`, `/review`, their
+//!   compiled-in assets under `/assets/`.
 //!
 //! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
 //! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
@@ -32,6 +34,7 @@ pub mod alerting;
 pub mod error;
 pub mod monitoring;
 pub mod openapi;
+pub mod pages;
 pub mod promote;
 pub mod request_id;
 pub mod review;

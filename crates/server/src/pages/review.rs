@@ -1,0 +1,206 @@
+//! `GET /review`: the page inspectors work the queue in. The server renders the frame (the
+//! viewer, the prediction panel, the keyboard help); `assets/review.js` claims items
+//! through the JSON review API, draws the decoded pixels on a canvas with window/level,
+//! zoom, pan and the tile heat-map, and posts verdicts. Also the review store lookup and
+//! the accuracy table the other pages share.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Html;
+use vigil_core::review::{Estimated, Flag, Realised};
+
+use super::{Nav, esc, layout, notice, pct};
+use crate::AppState;
+
+/// The review store, if the server has one.
+pub fn store(state: &AppState) -> Option<Arc<dyn vigil_store::ReviewStore>> {
+    state.review().map(|r| Arc::clone(&r.store))
+}
+
+/// What a page says where it needs the review store and the server has none.
+pub fn no_store_notice() -> String {
+    notice(
+        "info",
+        "Human review is not configured on this server (no review store), so there is no \
+         queue to show. Configure <code>[review]</code> and restart <code>vigil serve</code>.",
+    )
+}
+
+/// The keys of the page, for the help box (the script binds the same ones).
+const KEYS: [(&str, &str); 10] = [
+    ("1 … 9", "give the label on that button"),
+    ("S", "skip (you will not be offered it again)"),
+    ("C", "write a comment (Esc to leave the field)"),
+    ("H", "tile heat-map on / off"),
+    ("A", "auto window/level (1st–99th percentile)"),
+    ("+ / −", "zoom in / out (or the wheel)"),
+    ("0", "fit the image"),
+    ("drag", "pan"),
+    ("right-drag", "window (←→) and level (↑↓)"),
+    ("I", "invert grey"),
+];
+
+/// `GET /review`
+pub async fn review(State(state): State<AppState>) -> Html<String> {
+    if store(&state).is_none() {
+        let body = format!("<h1>Review</h1>{}", no_store_notice());
+        return layout("Review", Nav::Review, &body, "");
+    }
+    let flags: BTreeMap<&str, &str> = Flag::ALL
+        .iter()
+        .map(|f| (f.as_str(), f.describe()))
+        .collect();
+    let flags = serde_json::to_string(&flags).unwrap_or_else(|_| "{}".to_owned());
+    let mut keys = String::new();
+    for (k, what) in KEYS {
+        let _ = write!(keys, "<dt><kbd>{}</kbd></dt><dd>{}</dd>", esc(k), esc(what));
+    }
+    let body = format!(
+        r#"<div class="review" id="review" data-flags="{flags}">
+<section class="viewer" id="viewer">
+  <canvas id="view" tabindex="-1"></canvas>
+  <div class="viewer-msg" id="viewer-msg">Loading…</div>
+  <div class="viewer-bar">
+    <label>window <input type="range" id="win" min="1" max="65535" value="255"></label>
+    <label>level <input type="range" id="lev" min="0" max="65535" value="128"></label>
+    <button type="button" id="auto" title="A">auto</button>
+    <button type="button" id="heat" title="H" aria-pressed="false">heat-map</button>
+    <button type="button" id="fit" title="0">fit</button>
+    <span class="muted" id="viewinfo"></span>
+  </div>
+</section>
+<aside class="panel" id="panel">
+  <div class="who">Inspector <b id="inspector">–</b> <button type="button" class="link" id="change-who">change</button></div>
+  <div id="item" hidden>
+    <div class="prediction"><span class="muted">model says</span> <b id="pred-label"></b> <span id="pred-conf"></span></div>
+    <div class="why" id="why"></div>
+    <table class="probs" id="probs"></table>
+    <dl class="meta" id="meta"></dl>
+    <div class="labels" id="labels"></div>
+    <textarea id="comment" rows="2" placeholder="Comment (optional, C)"></textarea>
+    <div class="actions"><button type="button" id="skip">Skip <kbd>S</kbd></button><span class="status" id="status" role="status"></span></div>
+  </div>
+  <div id="empty" class="queue-empty" hidden>
+    <h2>Nothing left for you</h2>
+    <p>The queue has no item you have not already seen. It is checked again every 15 seconds.</p>
+    <button type="button" id="again">Check now</button> <a href="/review/queue">Open the queue</a>
+  </div>
+  <div class="session"><span><b id="done-count">0</b> reviewed this session</span><span><b id="avg-time">–</b> per item</span><span><b id="item-time">0 s</b> on this one</span></div>
+  <details class="keys" open><summary>Keyboard</summary><dl>{keys}</dl></details>
+</aside>
+</div>
+<div class="overlay" id="who-dialog" hidden>
+  <form class="card" id="who-form">
+    <h2>Who is reviewing?</h2>
+    <p class="muted">Your name goes with every verdict you give. It is kept in this browser.</p>
+    <input id="who-name" name="inspector" autocomplete="name" required maxlength="80" placeholder="Your name">
+    <button type="submit" class="primary">Start</button>
+  </form>
+</div>"#,
+        flags = esc(&flags),
+    );
+    layout(
+        "Review",
+        Nav::Review,
+        &body,
+        r#"<script src="/assets/review.js" defer></script>"#,
+    )
+}
+
+/// Realised and estimated accuracy of `model`, per version.
+pub type Performance = BTreeMap<String, (Realised, Estimated)>;
+
+/// Predictions of the log the estimate covers, per model: the latest ones.
+const ESTIMATE_PREDICTIONS: usize = 5_000;
+
+/// `model`'s realised accuracy (settled verdicts in the review store) and estimated accuracy
+/// (confidence-based, from the logged probabilities), by version.
+async fn performance(state: &AppState, model: &str) -> Result<Performance, String> {
+    let mut out = Performance::new();
+    let labels: Vec<String> = state
+        .infer()
+        .deployments()
+        .list()
+        .iter()
+        .find(|d| d.name().as_str() == model)
+        .map(|d| {
+            d.manifest()
+                .model
+                .labels
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(store) = store(state) {
+        let settled = store
+            .settled(model, None, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut by_version: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+        for s in &settled {
+            by_version
+                .entry(s.version.as_str())
+                .or_default()
+                .push((s.predicted.as_str(), s.actual.as_str()));
+        }
+        for (v, pairs) in by_version {
+            out.entry(v.to_owned()).or_default().0 = vigil_core::review::realised(&labels, pairs);
+        }
+    }
+    if let Some(log) = state.monitor_store() {
+        let mut q = vigil_store::PredictionQuery::model(model);
+        q.limit = ESTIMATE_PREDICTIONS;
+        let records = log.predictions(&q).await.map_err(|e| e.to_string())?;
+        let mut by_version: BTreeMap<&str, Vec<(usize, &[f32])>> = BTreeMap::new();
+        for r in &records {
+            if let Some(i) = labels.iter().position(|l| *l == r.label) {
+                by_version
+                    .entry(r.version.as_str())
+                    .or_default()
+                    .push((i, r.probabilities.as_slice()));
+            }
+        }
+        for (v, rows) in by_version {
+            out.entry(v.to_owned()).or_default().1 = vigil_core::review::estimate(&labels, rows);
+        }
+    }
+    Ok(out)
+}
+
+/// Realised against estimated accuracy of `model`, per version, as a table; the estimate
+/// is labelled as one.
+pub async fn performance_table(state: &AppState, model: &str) -> String {
+    let perf = match performance(state, model).await {
+        Ok(p) => p,
+        Err(e) => {
+            return notice(
+                "warn",
+                &format!("Accuracy could not be computed: {}", esc(&e)),
+            );
+        }
+    };
+    if perf.is_empty() {
+        return r#"<p class="muted">No verdicts and no logged predictions yet.</p>"#.to_owned();
+    }
+    let mut s = String::from(
+        r#"<table class="grid-table perf"><thead><tr><th>version</th><th class="num">realised<br><small>from verdicts</small></th><th class="num">estimated<br><small>from confidence, no verdicts</small></th></tr></thead><tbody>"#,
+    );
+    for (v, (realised, estimated)) in perf.iter().rev() {
+        let _ = write!(
+            s,
+            r#"<tr><td>{v}</td><td class="num"><b>{ra}</b><br><small class="muted">{rn} verdicts</small></td><td class="num est">{ea}<br><small class="muted">{en} predictions</small></td></tr>"#,
+            v = esc(v),
+            ra = pct(realised.accuracy),
+            rn = realised.verdicts,
+            ea = pct(estimated.accuracy),
+            en = estimated.predictions,
+        );
+    }
+    s.push_str("</tbody></table>");
+    s.push_str(r#"<p class="muted small">The estimate assumes calibrated probabilities (CBPE); an overconfident model looks better than it is. Realised accuracy is what inspectors found.</p>"#);
+    s
+}

@@ -6,7 +6,10 @@
 //! PostgreSQL can drop in behind the same [`Registry`] trait.
 //!
 //! The same database keeps the monitoring record behind the [`MonitorStore`] trait: the
-//! prediction log, closed drift windows and alert events ([`open_monitor`]).
+//! prediction log, closed drift windows and alert events ([`open_monitor`]). It also holds
+//! the human review queue behind the [`ReviewStore`] trait: flagged predictions waiting for
+//! an inspector, claims, verdicts (appended, each one in the audit log) and the ground truth
+//! they settle ([`open_review`]).
 //!
 //! This crate stores and retrieves; it does not parse ONNX, validate manifests beyond what
 //! storage needs, or check signatures (that is `vigil-core`'s and its callers' job).
@@ -81,6 +84,16 @@ pub async fn open(opts: &OpenOptions) -> Result<Arc<dyn Registry>> {
 ///
 /// A process that needs both traits can open one [`SqliteRegistry`] and use it as both.
 pub async fn open_monitor(opts: &OpenOptions) -> Result<Arc<dyn MonitorStore>> {
+    Ok(Arc::new(SqliteRegistry::open(opts).await?))
+}
+
+/// Opens (creating if missing) the review queue in `opts.data_dir`: the same `vigil.db` as
+/// [`open`], schema brought up to date the same way, kept images in the same artifact store.
+/// Any number of handles (in this process or others) may claim at once; SQLite's single
+/// writer makes each claim atomic.
+///
+/// A process that needs several traits can open one [`SqliteRegistry`] and use it as all.
+pub async fn open_review(opts: &OpenOptions) -> Result<Arc<dyn ReviewStore>> {
     Ok(Arc::new(SqliteRegistry::open(opts).await?))
 }
 

@@ -3,9 +3,11 @@
 //! This module owns every SQL statement for SQLite and the write protocol: each write is one
 //! `BEGIN IMMEDIATE` transaction (which serialises writers across processes) that also appends
 //! to the audit chain. It must not hold SQL for other databases or reach the artifact folder
-//! except through [`BlobStore`]. The monitoring tables' SQL is in [`monitor`].
+//! except through [`BlobStore`]. The monitoring tables' SQL is in [`monitor`], the review
+//! queue's in [`review`].
 
 mod monitor;
+mod review;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -502,7 +504,8 @@ impl SqliteRegistry {
         Ok(())
     }
 
-    /// Whether any committed row names this blob.
+    /// Whether any committed row names this blob: a version's file, manifest or signature, or
+    /// a review item's kept image.
     async fn blob_referenced(
         &self,
         conn: &mut SqliteConnection,
@@ -510,7 +513,8 @@ impl SqliteRegistry {
     ) -> Result<bool> {
         sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM files WHERE digest = ?1) \
-             OR EXISTS (SELECT 1 FROM versions WHERE digest = ?1 OR signature_digest = ?1)",
+             OR EXISTS (SELECT 1 FROM versions WHERE digest = ?1 OR signature_digest = ?1) \
+             OR EXISTS (SELECT 1 FROM review_items WHERE image_sha256 = ?1)",
         )
         .bind(digest.to_hex())
         .fetch_one(conn)

@@ -41,7 +41,7 @@ struct Encoded<'a> {
     us: [i64; 4],
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<String> {
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<String> {
     serde_json::to_string(value)
         .map_err(|e| Error::Invalid(format!("cannot store {what} as JSON: {e}")))
 }
@@ -74,7 +74,7 @@ fn encode(r: &PredictionRecord) -> Result<Encoded<'_>> {
 }
 
 /// `t` to the microsecond, as it is stored.
-fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(super) fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
     let sub = t.timestamp_subsec_nanos() % 1000;
     t - chrono::Duration::nanoseconds(i64::from(sub))
 }
@@ -84,7 +84,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// `(ms, text)` lower bound, inclusive: `at_ms >= ms AND at >= text`.
-fn lower(since: Option<DateTime<Utc>>) -> (i64, String) {
+pub(super) fn lower(since: Option<DateTime<Utc>>) -> (i64, String) {
     since.map_or((i64::MIN, String::new()), |t| {
         (t.timestamp_millis(), format_time(t))
     })
@@ -92,17 +92,17 @@ fn lower(since: Option<DateTime<Utc>>) -> (i64, String) {
 
 /// `(ms, text)` upper bound, exclusive: `at_ms <= ms AND at < text`. The millisecond column
 /// narrows the scan through the index; the text makes the bound exact to the microsecond.
-fn upper(until: Option<DateTime<Utc>>) -> (i64, String) {
+pub(super) fn upper(until: Option<DateTime<Utc>>) -> (i64, String) {
     until.map_or((i64::MAX, TEXT_MAX.to_owned()), |t| {
         (t.timestamp_millis(), format_time(t))
     })
 }
 
-fn sql_limit(limit: usize) -> i64 {
+pub(super) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-fn corrupt(column: &'static str, row: &str, detail: impl std::fmt::Display) -> Error {
+pub(super) fn corrupt(column: &'static str, row: &str, detail: impl std::fmt::Display) -> Error {
     Error::CorruptRow {
         column,
         row: row.to_owned(),
@@ -110,7 +110,7 @@ fn corrupt(column: &'static str, row: &str, detail: impl std::fmt::Display) -> E
     }
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(
     column: &'static str,
     row: &str,
     text: &str,
@@ -118,11 +118,11 @@ fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|e| corrupt(column, row, format!("{e} in {text:?}")))
 }
 
-fn time(column: &'static str, row: &str, text: &str) -> Result<DateTime<Utc>> {
+pub(super) fn time(column: &'static str, row: &str, text: &str) -> Result<DateTime<Utc>> {
     parse_time(column, text).map_err(|e| corrupt(column, row, e))
 }
 
-fn unsigned(column: &'static str, row: &str, v: i64) -> Result<u64> {
+pub(super) fn unsigned(column: &'static str, row: &str, v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| corrupt(column, row, format!("{v} is negative")))
 }
 

@@ -8,3 +8,4 @@ mod common;
 mod failure;
 mod monitor;
 mod push;
+mod review;

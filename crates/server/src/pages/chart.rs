@@ -57,14 +57,14 @@ pub fn line_chart(chart: &Chart) -> String {
     if !any {
         return r#"<p class="muted">Nothing to draw yet.</p>"#.to_owned();
     }
-    let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
+    let y_max = nice_ceiling(y_max);
     let span = (t1 - t0).max(1) as f64;
     let x =
         |t: &DateTime<Utc>| LEFT + (t.timestamp_millis() - t0) as f64 / span * (W - LEFT - RIGHT);
     let y = |v: f64| TOP + (1.0 - v.clamp(0.0, y_max) / y_max) * (H - TOP - BOTTOM);
 
     let mut svg = format!(
-        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{label}" preserveAspectRatio="none">"#,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{label}">"#,
         label = esc(&chart.y_label)
     );
     // Axes and four horizontal grid lines with their values.
@@ -101,10 +101,18 @@ pub fn line_chart(chart: &Chart) -> String {
             .collect();
         let _ = write!(
             svg,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" vector-effect="non-scaling-stroke" points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"><title>{}</title></polyline>"#,
             path.join(" "),
             esc(&s.name)
         );
+        for p in &path {
+            if let Some((cx, cy)) = p.split_once(',') {
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{cx}" cy="{cy}" r="2.2" fill="{colour}"/>"#
+                );
+            }
+        }
     }
     let fmt = |ms: i64| {
         DateTime::<Utc>::from_timestamp_millis(ms)
@@ -134,6 +142,20 @@ pub fn line_chart(chart: &Chart) -> String {
     }
     legend.push_str("</div>");
     format!(r#"<figure class="chart-box">{svg}{legend}</figure>"#)
+}
+
+/// The smallest of 1, 2, 2.5 or 5 times a power of ten at or above `v` (at least 1 for
+/// nothing positive), so that quarter ticks are round numbers.
+fn nice_ceiling(v: f64) -> f64 {
+    if !(v > 0.0 && v.is_finite()) {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|c| *c >= v * 1.0001)
+        .unwrap_or(10.0 * p)
 }
 
 /// A tick value in a few characters.
@@ -179,5 +201,9 @@ mod tests {
             ..chart
         };
         assert!(line_chart(&empty).contains("Nothing to draw"));
+        assert_eq!(nice_ceiling(1.7), 2.0);
+        assert_eq!(nice_ceiling(0.3), 0.5);
+        assert_eq!(nice_ceiling(2.0), 2.5);
+        assert_eq!(nice_ceiling(0.0), 1.0);
     }
 }

@@ -186,13 +186,11 @@ pub async fn performance_table(state: &AppState, model: &str) -> String {
     if perf.is_empty() {
         return r#"<p class="muted">No verdicts and no logged predictions yet.</p>"#.to_owned();
     }
-    let mut s = String::from(
-        r#"<table class="grid-table perf"><thead><tr><th>version</th><th class="num">realised<br><small>from verdicts</small></th><th class="num">estimated<br><small>from confidence, no verdicts</small></th></tr></thead><tbody>"#,
-    );
+    let mut s = String::new();
     for (v, (realised, estimated)) in perf.iter().rev() {
         let _ = write!(
             s,
-            r#"<tr><td>{v}</td><td class="num"><b>{ra}</b><br><small class="muted">{rn} verdicts</small></td><td class="num est">{ea}<br><small class="muted">{en} predictions</small></td></tr>"#,
+            r#"<div class="perf-version">version {v}</div><dl class="figures perf"><div><dt>realised</dt><dd>{ra}<small>from {rn} verdicts</small></dd></div><div><dt>estimated (from confidence, no verdicts)</dt><dd class="est">{ea}<small>over {en} predictions</small></dd></div></dl>"#,
             v = esc(v),
             ra = pct(realised.accuracy),
             rn = realised.verdicts,
@@ -200,7 +198,6 @@ pub async fn performance_table(state: &AppState, model: &str) -> String {
             en = estimated.predictions,
         );
     }
-    s.push_str("</tbody></table>");
     s.push_str(r#"<p class="muted small">The estimate assumes calibrated probabilities (CBPE); an overconfident model looks better than it is. Realised accuracy is what inspectors found.</p>"#);
     s
 }

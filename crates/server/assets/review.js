@@ -349,7 +349,8 @@
       for (let y = 0; y < t.rows; y++) {
         for (let x = 0; x < t.columns; x++) {
           const s = Math.max(0, Math.min(1, t.scores[y * t.columns + x] || 0));
-          ctx.fillStyle = `rgba(255, ${Math.round(200 - 200 * s)}, 0, ${(0.08 + 0.5 * s).toFixed(3)})`;
+          if (s < 0.05) continue; // leave quiet tiles untinted: the grey is what is judged
+          ctx.fillStyle = `rgba(255, ${Math.round(180 - 180 * s)}, 0, ${(0.12 + 0.45 * s).toFixed(3)})`;
           ctx.fillRect(x * tw, y * th, tw, th);
         }
       }

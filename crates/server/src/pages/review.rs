@@ -31,15 +31,15 @@ pub fn no_store_notice() -> String {
 
 /// The keys of the page, for the help box (the script binds the same ones).
 const KEYS: [(&str, &str); 10] = [
-    ("1 … 9", "give the label on that button"),
-    ("S", "skip (you will not be offered it again)"),
-    ("C", "write a comment (Esc to leave the field)"),
-    ("H", "tile heat-map on / off"),
-    ("A", "auto window/level (1st–99th percentile)"),
-    ("+ / −", "zoom in / out (or the wheel)"),
+    ("1…9", "label"),
+    ("S", "skip"),
+    ("C", "comment, Esc leaves"),
+    ("H", "tile heat-map"),
+    ("A", "auto window/level"),
+    ("+ −", "zoom (or the wheel)"),
     ("0", "fit the image"),
     ("drag", "pan"),
-    ("right-drag", "window (←→) and level (↑↓)"),
+    ("right-drag", "window ←→, level ↑↓"),
     ("I", "invert grey"),
 ];
 
@@ -56,7 +56,7 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
     let flags = serde_json::to_string(&flags).unwrap_or_else(|_| "{}".to_owned());
     let mut keys = String::new();
     for (k, what) in KEYS {
-        let _ = write!(keys, "<dt><kbd>{}</kbd></dt><dd>{}</dd>", esc(k), esc(what));
+        let _ = write!(keys, "<span><kbd>{}</kbd> {}</span>", esc(k), esc(what));
     }
     let body = format!(
         r#"<div class="review" id="review" data-flags="{flags}">
@@ -80,7 +80,7 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
     <table class="probs" id="probs"></table>
     <dl class="meta" id="meta"></dl>
     <div class="labels" id="labels"></div>
-    <textarea id="comment" rows="2" placeholder="Comment (optional, C)"></textarea>
+    <textarea id="comment" rows="1" placeholder="Comment (optional, C)"></textarea>
     <div class="actions"><button type="button" id="skip">Skip <kbd>S</kbd></button><span class="status" id="status" role="status"></span></div>
   </div>
   <div id="empty" class="queue-empty" hidden>
@@ -89,7 +89,7 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
     <button type="button" id="again">Check now</button> <a href="/review/queue">Open the queue</a>
   </div>
   <div class="session"><span><b id="done-count">0</b> reviewed this session</span><span><b id="avg-time">–</b> per item</span><span><b id="item-time">0 s</b> on this one</span></div>
-  <details class="keys" open><summary>Keyboard</summary><dl>{keys}</dl></details>
+  <details class="keys" open><summary>Keyboard</summary><div class="keylist">{keys}</div></details>
 </aside>
 </div>
 <div class="overlay" id="who-dialog" hidden>

@@ -8,6 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+use vigil_core::monitor::alert::duration_text;
 
 /// The defaults, compiled in; `config/default.toml` documents every field.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -32,6 +33,8 @@ pub struct Config {
     pub monitoring: MonitoringSection,
     /// Alert rules and webhooks.
     pub alerts: vigil_server::alerting::AlertingConfig,
+    /// The review queue.
+    pub review: vigil_server::review::ReviewConfig,
 }
 
 /// `[monitoring]`
@@ -178,26 +181,6 @@ pub struct ServerSection {
     pub alias_poll_interval: std::time::Duration,
     /// Serve the shipped weld model while no model has a `production` alias.
     pub serve_shipped_model: bool,
-}
-
-/// Durations as text: `"30s"`, `"5ms"`, `"1m 30s"` (humantime).
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            D::Error::custom(format!(
-                "{text:?} is not a duration like \"30s\" or \"5ms\": {e}"
-            ))
-        })
-    }
 }
 
 /// Log output formats.

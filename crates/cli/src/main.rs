@@ -91,6 +91,9 @@ enum Command {
     /// Alert rules as Prometheus rules, and the stored alert history.
     #[command(subcommand)]
     Alerts(cmd::alerts::AlertsCommand),
+    /// The inspectors' review queue, and the reviewed images exported as a training set.
+    #[command(subcommand)]
+    Review(cmd::review::ReviewCommand),
     /// Walk through the whole loop on the shipped weld model, narrated for a trainee.
     Demo(cmd::demo::DemoArgs),
     /// Check the installation: configuration, data directory, database, engine.
@@ -131,6 +134,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
         Command::Alerts(c) => cmd::alerts::run(&ctx, c),
+        Command::Review(c) => cmd::review::run(&ctx, c),
         Command::Score(a) => cmd::score::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Train(a) => cmd::train::run(&ctx, *a),

@@ -110,6 +110,46 @@ fn maps_values(step: &Step) -> bool {
     )
 }
 
+/// An image decoded for a person to look at (the review page): one grey channel in the
+/// image's own value range, so that window/level can work on all of a 16-bit radiograph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Bits per sample of the source (8, 16, a DICOM image's BitsStored); float images are
+    /// scaled to 16 bits.
+    pub bit_depth: u8,
+    /// Row-major grey values in `0..2^bit_depth`; colour images are averaged.
+    pub pixels: Vec<u16>,
+}
+
+/// Decodes `bytes` (any format the pipeline reads) for display, under the same `limits`.
+pub fn decode_for_display(bytes: &[u8], limits: &Limits) -> Result<DisplayImage> {
+    let (img, depth) = decode::decode(bytes, limits)?;
+    let (bits, scale) = if depth.bits >= 32 {
+        (16u8, 65535.0 / depth.max)
+    } else {
+        (depth.bits.min(16), 1.0)
+    };
+    let top = f32::from(u16::MAX >> (16 - u32::from(bits.max(1))));
+    let n = img.h * img.w;
+    let pixels = (0..n)
+        .map(|i| {
+            let sum: f32 = (0..img.c).map(|ch| img.data[ch * n + i]).sum();
+            let v = (sum / img.c.max(1) as f32 * scale).round();
+            v.clamp(0.0, top) as u16
+        })
+        .collect();
+    Ok(DisplayImage {
+        width: img.w,
+        height: img.h,
+        bit_depth: bits,
+        pixels,
+    })
+}
+
 /// Planar image: `c` planes of `h × w` values.
 #[derive(Debug, Clone)]
 struct Planes {
@@ -633,6 +673,18 @@ mod tests {
     const NCHW: Step = Step::Layout {
         order: Layout::Nchw,
     };
+
+    #[test]
+    fn display_decoding_keeps_sixteen_bits_and_greys_colour() {
+        let img = ImageBuffer::from_fn(3, 2, |x, y| Luma([(x * 20_000 + y * 7) as u16]));
+        let d = decode_for_display(&png(&img), &Limits::default()).unwrap();
+        assert_eq!((d.width, d.height, d.bit_depth), (3, 2, 16));
+        assert_eq!(d.pixels, vec![0, 20_000, 40_000, 7, 20_007, 40_007]);
+        let rgb = ImageBuffer::from_fn(1, 1, |_, _| Rgb([30u8, 60, 90]));
+        let d = decode_for_display(&png(&rgb), &Limits::default()).unwrap();
+        assert_eq!((d.bit_depth, d.pixels.as_slice()), (8, [60u16].as_slice()));
+        assert!(decode_for_display(b"not an image", &Limits::default()).is_err());
+    }
 
     #[test]
     fn augmentation_runs_on_native_values_before_the_value_steps() {

@@ -22,6 +22,9 @@
 //! - `routes::alerts`: `GET /v1/alerts`, active alerts, recent notifications and the history.
 //! - [`pages`]: the web pages for people: `/dashboard`, `/review/queue`, `/review`, their
 //!   compiled-in assets under `/assets/`.
+//! - [`review`]: the flag policy on every answer, flagged predictions queued for inspectors
+//!   with their images, review metrics, realised and estimated performance;
+//!   `routes::review` is its API (queue, claims, verdicts, `POST /v1/feedback`).
 //!
 //! Handlers stay thin: they parse HTTP, call the runtime, and shape the answer. The HTTP
 //! vocabulary (routes, `ApiError`, `*Request`/`*Response` DTOs) stays in this crate. It must
@@ -165,14 +168,14 @@ impl AppState {
         self
     }
 
-    /// The review queue the review API and pages work on.
+    /// The review queue flagged predictions go to, and the review API and pages work on.
     #[must_use]
     pub fn with_review(mut self, review: review::ReviewState) -> AppState {
         self.review = Some(review);
         self
     }
 
-    /// The review queue, if the server has one.
+    /// The review queue, if the server keeps one.
     pub fn review(&self) -> Option<&review::ReviewState> {
         self.review.as_ref()
     }
@@ -257,10 +260,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let infer = state.infer.clone();
     let log = state.log.clone();
+    let review = state.review.clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     infer.shutdown().await;
+    if let Some(review) = review {
+        review.drain().await;
+    }
     if let Some(log) = log {
         let pending = log.pending();
         log.close().await;

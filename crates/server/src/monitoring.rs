@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use vigil_core::monitor::PredictionRecord;
-use vigil_runtime::{Classified, DriftWindow, MonitorSink};
+use vigil_runtime::{DriftWindow, MonitorSink};
 
 use crate::{ApiError, AppState};
 
@@ -43,24 +43,22 @@ impl MonitorSink for StoreSink {
     }
 }
 
-/// Logs one answered prediction under the log's overload policy. Without a log (no store)
-/// nothing is kept. A refused record fails the request: nothing is answered that the policy
-/// says must be logged. Under `block` the wait for room ends at the request's deadline
-/// (`server.request_timeout` from admission): a stalled store fails requests with 503
-/// rather than holding them, and a graceful shutdown behind them, forever.
-pub(crate) async fn log_prediction(
+/// Logs one answered prediction's record under the log's overload policy. Without a log (no
+/// store) nothing is kept. A refused record fails the request: nothing is answered that the
+/// policy says must be logged. Under `block` the wait for room ends at the request's deadline
+/// (`server.request_timeout` from admission, `elapsed` of it gone): a stalled store fails
+/// requests with 503 rather than holding them, and a graceful shutdown behind them, forever.
+/// The one caller is `review::record_prediction`, which decides the record's flags.
+pub(crate) async fn submit(
     state: &AppState,
-    request_id: &str,
-    c: &Classified,
+    record: PredictionRecord,
+    elapsed: std::time::Duration,
 ) -> Result<(), ApiError> {
     let Some(log) = state.log() else {
         return Ok(());
     };
-    let limit = state
-        .infer()
-        .request_timeout()
-        .saturating_sub(c.timings.total);
-    log.submit_within(c.record(request_id, "serve"), limit)
+    let limit = state.infer().request_timeout().saturating_sub(elapsed);
+    log.submit_within(record, limit)
         .await
         .map_err(|e| ApiError::Kind {
             kind: vigil_core::ErrorKind::Unavailable,

@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod drift;
 pub mod keys;
 pub mod models;
+pub mod review;
 pub mod score;
 pub mod serve;
 pub mod simulate;

@@ -38,6 +38,9 @@ use crate::config::ConfigError;
 
 /// The alias whose version is served.
 const SERVED_ALIAS: &str = vigil_server::promote::SERVED_ALIAS;
+/// How often the review gauges (queue, realised and estimated performance) are refreshed
+/// besides after each verdict: the estimate moves with every prediction.
+const REVIEW_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `vigil serve`
 #[derive(Debug, clap::Args)]
@@ -111,10 +114,19 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             Arc::new(vigil_server::monitoring::StoreSink(store.clone())),
             &metrics,
         );
-        spawn_retention(store.clone(), monitoring.log.retention);
+        let purge = store.clone();
+        spawn_retention(
+            "monitoring.log.retention",
+            monitoring.log.retention,
+            move |cutoff| {
+                let store = purge.clone();
+                async move { store.delete_predictions_before(cutoff).await }
+            },
+        );
         monitor.log = Some(log.clone());
         log_store = Some((store, log));
     }
+    let review = review_state(ctx, &metrics).await?;
     let infer = Infer::with_metrics(
         InferConfig {
             max_in_flight: s.max_in_flight,
@@ -148,6 +160,10 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     };
     let state = match log_store {
         Some((store, log)) => state.with_monitoring(store, log),
+        None => state,
+    };
+    let state = match review {
+        Some(r) => state.with_review(r),
         None => state,
     };
     let alert_stop = tokio_util::sync::CancellationToken::new();
@@ -247,6 +263,9 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             vigil_server::promote::watch_production(state, registry, every, stop).await;
         })
     };
+    let review_refresh = state
+        .review()
+        .map(|_| vigil_server::review::spawn_refresh(state.clone(), REVIEW_REFRESH));
     let when = stop.when;
     let shutdown = async move {
         match when {
@@ -259,6 +278,9 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         .await
         .context("the server failed")?;
     loader_abort.abort();
+    if let Some(task) = review_refresh {
+        task.abort();
+    }
     watcher.abort();
     let _ = watcher.await;
     alert_stop.cancel();
@@ -296,8 +318,13 @@ fn alerting(ctx: &Context) -> anyhow::Result<Option<vigil_server::alerting::Aler
     Ok(Some(built))
 }
 
-/// Deletes predictions older than `retention` at start and every hour ("0s" keeps all).
-fn spawn_retention(store: Arc<dyn vigil_store::MonitorStore>, retention: std::time::Duration) {
+/// Runs `purge(cutoff)` at start and every hour with `cutoff` = now - `retention` ("0s"
+/// keeps everything): the prediction log's retention and the review images'.
+fn spawn_retention<F, Fut>(setting: &'static str, retention: std::time::Duration, purge: F)
+where
+    F: Fn(chrono::DateTime<chrono::Utc>) -> Fut + Send + 'static,
+    Fut: Future<Output = vigil_store::Result<u64>> + Send,
+{
     if retention.is_zero() {
         return;
     }
@@ -309,17 +336,43 @@ fn spawn_retention(store: Arc<dyn vigil_store::MonitorStore>, retention: std::ti
                 return;
             };
             let cutoff = chrono::Utc::now() - span;
-            match store.delete_predictions_before(cutoff).await {
+            match purge(cutoff).await {
                 Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(deleted = n, %cutoff, "Old predictions deleted (monitoring.log.retention).")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot apply the prediction log's retention.")
-                }
+                Ok(n) => tracing::info!(deleted = n, %cutoff, setting, "Retention applied."),
+                Err(e) => tracing::warn!(error = %e, setting, "Cannot apply the retention."),
             }
         }
     });
+}
+
+/// The review queue when `[review]` is enabled: the store opened, metrics registered, the
+/// images' retention started.
+async fn review_state(
+    ctx: &Context,
+    metrics: &vigil_runtime::Metrics,
+) -> anyhow::Result<Option<vigil_server::review::ReviewState>> {
+    let cfg = &ctx.config.review;
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    cfg.validate()
+        .map_err(|e| ConfigError::Invalid(format!("[review]: {e}")))?;
+    let data_dir = ctx.config.data_dir()?;
+    let store = vigil_store::open_review(&vigil_store::OpenOptions::new(data_dir.clone()))
+        .await
+        .with_context(|| format!("cannot open the review queue in {}", data_dir.display()))?;
+    let purge = store.clone();
+    spawn_retention(
+        "review.image_retention",
+        cfg.image_retention,
+        move |cutoff| {
+            let store = purge.clone();
+            async move { store.delete_review_images_before(cutoff).await }
+        },
+    );
+    let review = vigil_server::review::ReviewState::new(store, cfg.clone(), metrics.registry())
+        .context("cannot register the review metrics")?;
+    Ok(Some(review))
 }
 
 /// The bundle behind every model's `production` alias, verified. A model whose bundle

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Html;
-use vigil_core::review::{Estimated, Flag, Realised};
+use vigil_core::review::Flag;
 
 use super::{Nav, esc, layout, notice, pct};
 use crate::AppState;
@@ -110,84 +110,31 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
     )
 }
 
-/// Realised and estimated accuracy of `model`, per version.
-pub type Performance = BTreeMap<String, (Realised, Estimated)>;
-
-/// Predictions of the log the estimate covers, per model: the latest ones.
-const ESTIMATE_PREDICTIONS: usize = 5_000;
-
-/// `model`'s realised accuracy (settled verdicts in the review store) and estimated accuracy
-/// (confidence-based, from the logged probabilities), by version.
-async fn performance(state: &AppState, model: &str) -> Result<Performance, String> {
-    let mut out = Performance::new();
-    let labels: Vec<String> = state
-        .infer()
-        .deployments()
-        .list()
-        .iter()
-        .find(|d| d.name().as_str() == model)
-        .map(|d| {
-            d.manifest()
-                .model
-                .labels
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(store) = store(state) {
-        let settled = store
-            .settled(model, None, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut by_version: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
-        for s in &settled {
-            by_version
-                .entry(s.version.as_str())
-                .or_default()
-                .push((s.predicted.as_str(), s.actual.as_str()));
-        }
-        for (v, pairs) in by_version {
-            out.entry(v.to_owned()).or_default().0 = vigil_core::review::realised(&labels, pairs);
-        }
-    }
-    if let Some(log) = state.monitor_store() {
-        let mut q = vigil_store::PredictionQuery::model(model);
-        q.limit = ESTIMATE_PREDICTIONS;
-        let records = log.predictions(&q).await.map_err(|e| e.to_string())?;
-        let mut by_version: BTreeMap<&str, Vec<(usize, &[f32])>> = BTreeMap::new();
-        for r in &records {
-            if let Some(i) = labels.iter().position(|l| *l == r.label) {
-                by_version
-                    .entry(r.version.as_str())
-                    .or_default()
-                    .push((i, r.probabilities.as_slice()));
-            }
-        }
-        for (v, rows) in by_version {
-            out.entry(v.to_owned()).or_default().1 = vigil_core::review::estimate(&labels, rows);
-        }
-    }
-    Ok(out)
-}
-
 /// Realised against estimated accuracy of `model`, per version, as a table; the estimate
 /// is labelled as one.
 pub async fn performance_table(state: &AppState, model: &str) -> String {
-    let perf = match performance(state, model).await {
-        Ok(p) => p,
+    if store(state).is_none() {
+        return r#"<p class="muted">Accuracy needs the review queue (no review store on this server).</p>"#.to_owned();
+    }
+    let perf = match crate::routes::model_name(model) {
+        Ok(name) => crate::review::performance(state, &name, None).await,
+        Err(e) => Err(e),
+    };
+    let perf = match perf {
+        Ok(p) => p.versions,
         Err(e) => {
             return notice(
                 "warn",
-                &format!("Accuracy could not be computed: {}", esc(&e)),
+                &format!("Accuracy could not be computed: {}", esc(&e.to_string())),
             );
         }
     };
     if perf.is_empty() {
-        return r#"<p class="muted">No verdicts and no logged predictions yet.</p>"#.to_owned();
+        return r#"<p class="muted">No verdicts and no logged predictions in the performance window yet.</p>"#.to_owned();
     }
     let mut s = String::new();
-    for (v, (realised, estimated)) in perf.iter().rev() {
+    for (v, p) in perf.iter().rev() {
+        let (realised, estimated) = (&p.realised, &p.estimated);
         let _ = write!(
             s,
             r#"<div class="perf-version">version {v}</div><dl class="figures perf"><div><dt>realised</dt><dd>{ra}<small>from {rn} verdicts</small></dd></div><div><dt>estimated (from confidence, no verdicts)</dt><dd class="est">{ea}<small>over {en} predictions</small></dd></div></dl>"#,

@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod multipart;
 pub mod ops;
 pub mod predict;
+pub mod review;
 pub mod v2;
 pub mod v2_infer;
 
@@ -94,6 +95,21 @@ pub fn table() -> Vec<Route> {
         route(Get, "/v1/models/{name}/drift", monitor::drift),
         route(Get, "/v1/predictions/{request_id}", monitor::prediction),
         route(Get, "/v1/alerts", alerts::alerts),
+        route(Get, "/v1/review/queue", review::queue),
+        route(Post, "/v1/review/claim", review::claim_next),
+        route(Get, "/v1/review/items/{id}", review::item),
+        route(Get, "/v1/review/items/{id}/image", review::image),
+        route(Get, "/v1/review/items/{id}/pixels", review::pixels),
+        route(Post, "/v1/review/items/{id}/claim", review::claim),
+        route(Post, "/v1/review/items/{id}/release", review::release),
+        route(Post, "/v1/review/items/{id}/skip", review::skip),
+        route(Post, "/v1/review/items/{id}/verdict", review::verdict),
+        route(Post, "/v1/feedback", review::feedback),
+        route(
+            Get,
+            "/v1/models/{name}/performance",
+            review::model_performance,
+        ),
         route(Get, "/", pages::root),
         route(Get, "/dashboard", pages::dashboard::dashboard),
         route(Get, "/review", pages::review::review),

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
+use vigil_core::review::Flag;
 use vigil_core::types::ModelName;
 use vigil_runtime::{Classified, Deployment, Timings};
 
@@ -50,6 +51,10 @@ pub struct PredictResponse {
     /// Flags on the decision: `review` when the bundle's rule sends it to a person,
     /// `out_of_distribution` when the image does not resemble the training images.
     pub flags: Vec<&'static str>,
+    /// Why this prediction was put in the review queue for an inspector (`review`,
+    /// `out_of_distribution`, `drift`, `qa_sample`); empty when it was not (or the server
+    /// keeps no queue).
+    pub review: Vec<Flag>,
     /// How far the image is from the training images, when the bundle has a reference
     /// profile.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,9 +171,9 @@ pub(crate) async fn classify_one(
 ) -> Result<(PredictResponse, Timings), ApiError> {
     let infer = state.infer();
     let before = deployment(infer, name, version)?;
-    let c = infer.classify(name, image, None).await?;
+    let c = infer.classify(name, image.clone(), None).await?;
     check_version(name, &c.version, version)?;
-    crate::monitoring::log_prediction(state, &id.0, &c).await?;
+    let queued = crate::review::record_prediction(state, &id.0, &c, Some(&image)).await?;
     // The labels of the version that answered: normally the one looked up before, unless
     // a swap happened while the request ran.
     let d = if c.version == *before.version() {
@@ -176,11 +181,11 @@ pub(crate) async fn classify_one(
     } else {
         deployment(infer, name, Some(c.version.as_str()))?
     };
-    Ok((answer(&d, id, &c), c.timings))
+    Ok((answer(&d, id, &c, queued), c.timings))
 }
 
 /// The native answer for one classified image, labelled by the deployment that answered.
-fn answer(d: &Deployment, id: &RequestId, c: &Classified) -> PredictResponse {
+fn answer(d: &Deployment, id: &RequestId, c: &Classified, review: Vec<Flag>) -> PredictResponse {
     let labels = &d.manifest().model.labels;
     let probabilities = c
         .outputs
@@ -200,6 +205,7 @@ fn answer(d: &Deployment, id: &RequestId, c: &Classified) -> PredictResponse {
             .collect(),
         confidence: c.verdict.confidence,
         flags: c.flags(),
+        review,
         ood: c.ood.map(|o| OodResponse {
             distance: o.distance,
             threshold: o.threshold,

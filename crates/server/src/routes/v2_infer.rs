@@ -183,7 +183,7 @@ async fn run_infer(
         "FP32" => {
             let batch = fp32_batch(&input.shape, data)?;
             let c = infer.classify_tensor(&name, batch, None).await?;
-            crate::monitoring::log_prediction(state, &id.0, &c).await?;
+            crate::review::record_prediction(state, &id.0, &c, None).await?;
             (c.version, c.outputs, c.timings)
         }
         "BYTES" => classify_images(state, &name, id, &input.shape, data).await?,
@@ -386,26 +386,30 @@ async fn classify_images(
     let mut tasks = tokio::task::JoinSet::new();
     for (i, img) in images.into_iter().enumerate() {
         let (infer, name) = (state.infer().clone(), name.clone());
-        tasks.spawn(async move { (i, infer.classify(&name, img, None).await) });
+        tasks.spawn(async move {
+            let result = infer.classify(&name, img.clone(), None).await;
+            (i, img, result)
+        });
     }
-    let mut done: Vec<(usize, Classified)> = Vec::new();
+    let mut done: Vec<(usize, Bytes, Classified)> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (i, result) = joined.map_err(|e| ApiError::Kind {
+        let (i, img, result) = joined.map_err(|e| ApiError::Kind {
             kind: vigil_core::ErrorKind::Internal,
             message: format!("an image's task failed: {e}"),
         })?;
-        done.push((i, result?));
+        done.push((i, img, result?));
     }
-    done.sort_by_key(|(i, _)| *i);
-    for (i, c) in &done {
+    done.sort_by_key(|(i, _, _)| *i);
+    for (i, img, c) in &done {
         // Each image is its own prediction in the log: `<request id>.<index>`.
         let image_id = if many {
             format!("{}.{i}", id.0)
         } else {
             id.0.clone()
         };
-        crate::monitoring::log_prediction(state, &image_id, c).await?;
+        crate::review::record_prediction(state, &image_id, c, Some(img)).await?;
     }
+    let done: Vec<(usize, Classified)> = done.into_iter().map(|(i, _, c)| (i, c)).collect();
     let version = done
         .first()
         .map(|(_, c)| c.version.clone())

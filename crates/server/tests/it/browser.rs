@@ -97,7 +97,6 @@ async fn browser() -> (Driver, Client) {
 }
 
 /// Polls `script` (a JavaScript expression) until it is true.
-#[allow(dead_code)] // The review flow uses it once the review API is merged.
 async fn until(c: &Client, what: &str, script: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -122,7 +121,6 @@ async fn text(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
-#[allow(dead_code)] // The review flow uses it once the review API is merged.
 async fn press(c: &Client, keys: &str) {
     c.find(Locator::Css("body"))
         .await
@@ -219,9 +217,15 @@ async fn serve(dir: &Path) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
     )
     .unwrap();
     let review = vigil_store::open_review(&opts).await.unwrap();
+    let review_state = vigil_server::review::ReviewState::new(
+        review.clone(),
+        vigil_server::review::ReviewConfig::default(),
+        infer.metrics().registry(),
+    )
+    .unwrap();
     let state = AppState::new(infer, HttpLimits::default())
         .with_monitoring(monitor_store.clone(), log)
-        .with_review(review_state(review.clone()));
+        .with_review(review_state);
     vigil_server::deploy(&state, bundle("1")).await.unwrap();
     for (m, k) in [
         (50, 0.4),
@@ -241,11 +245,6 @@ async fn serve(dir: &Path) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
     let app = vigil_server::app(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (state, review, addr)
-}
-
-/// The review state the app is given over `store`.
-fn review_state(store: Arc<dyn ReviewStore>) -> vigil_server::review::ReviewState {
-    vigil_server::review::ReviewState { store }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,8 +343,133 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     );
     screenshot(&c, &shots, "queue.png").await;
 
+    // The review page asks who is reviewing, once.
+    c.goto(&format!("{base}/review")).await.unwrap();
+    until(
+        &c,
+        "the name dialog",
+        "!document.getElementById('who-dialog').hidden",
+    )
+    .await;
+    let name = c.find(Locator::Css("#who-name")).await.unwrap();
+    name.send_keys("Ada Lovelace").await.unwrap();
+    c.find(Locator::Css("#who-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The film comes first (most urgent, oldest), drawn on the canvas.
+    until(
+        &c,
+        "the first item",
+        "document.getElementById('pred-label').textContent === 'crack'",
+    )
+    .await;
+    until(
+        &c,
+        "the film's pixels",
+        "document.getElementById('viewinfo').textContent.startsWith('3512×366')",
+    )
+    .await;
+    assert!(
+        text(&c, "#why")
+            .await
+            .contains("does not resemble the training images")
+    );
+    assert!(text(&c, "#labels").await.contains("porosity"));
+    press(&c, "h").await;
+    until(
+        &c,
+        "the heat-map",
+        "document.getElementById('heat').getAttribute('aria-pressed') === 'true'",
+    )
+    .await;
+    // Something was drawn: the canvas is not all black in its middle.
+    let lit = c
+        .execute(
+            "const v = document.getElementById('view'); const d = v.getContext('2d') \
+             .getImageData(0, Math.floor(v.height / 2) - 20, v.width, 40).data; \
+             let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(lit.as_f64().unwrap() > 0.0, "the canvas stayed black");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&c, &shots, "review.png").await;
+
+    // 2 = porosity on the film; S skips the near-threshold tile; 4 = no_defect on the next.
+    press(&c, "2").await;
+    until(
+        &c,
+        "the second item",
+        "document.getElementById('done-count').textContent === '1'",
+    )
+    .await;
+    until(
+        &c,
+        "tile-7",
+        "document.getElementById('meta').textContent.includes('tile-7')",
+    )
+    .await;
+    press(&c, "s").await;
+    until(
+        &c,
+        "tile-8",
+        "document.getElementById('meta').textContent.includes('tile-8')",
+    )
+    .await;
+    press(&c, "4").await;
+    until(
+        &c,
+        "tile-9",
+        "document.getElementById('meta').textContent.includes('tile-9')",
+    )
+    .await;
+    assert_eq!(text(&c, "#done-count").await, "2");
+
+    let film = store.verdicts_for("film-bam5").await.unwrap();
+    assert_eq!(film.len(), 1);
+    assert_eq!(film[0].label, "porosity");
+    assert_eq!(film[0].inspector, "Ada Lovelace");
+    assert!(film[0].time_spent_ms.is_some_and(|t| t > 0), "{film:?}");
+    let drifting = store.verdicts_for("tile-8").await.unwrap();
+    assert_eq!(drifting.len(), 1);
+    assert_eq!(drifting[0].label, "no_defect");
+    assert!(store.verdicts_for("tile-7").await.unwrap().is_empty());
+    let skipped = store
+        .review_item_by_request("tile-7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(skipped.skipped_by, vec!["Ada Lovelace".to_owned()]);
+
+    let metrics = send(&http, get("/metrics")).await;
+    let metrics = String::from_utf8(bytes(metrics).await.to_vec()).unwrap();
+    assert!(
+        metrics.contains("vigil_review_verdicts_total"),
+        "no review verdict counter in /metrics"
+    );
+
+    // The name is kept: a reload goes straight to work.
     c.goto(&format!("{base}/dashboard")).await.unwrap();
+    assert!(text(&c, "main").await.contains("weldnet"));
+    assert!(text(&c, "main").await.contains("estimated"));
+    assert!(
+        c.find_all(Locator::Css("svg.chart polyline"))
+            .await
+            .unwrap()
+            .len()
+            >= 2
+    );
     screenshot(&c, &shots, "dashboard.png").await;
+    c.goto(&format!("{base}/review/queue")).await.unwrap();
+    screenshot(&c, &shots, "queue-after.png").await;
+    c.goto(&format!("{base}/review")).await.unwrap();
+    until(&c, "an item without asking the name again", "document.getElementById('who-dialog').hidden && document.getElementById('pred-label').textContent !== ''").await;
+
     c.close().await.unwrap();
     state.infer().shutdown().await;
 }

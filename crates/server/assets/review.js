@@ -112,6 +112,7 @@
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, view.width, view.height);
     message("Queue empty");
+    $("viewinfo").textContent = "";
     clearTimeout(S.poll);
     S.poll = setTimeout(advance, POLL_MS);
   }
@@ -133,6 +134,7 @@
       S.spent += spent;
       sessionStorage.setItem("vigil.done", S.done);
       sessionStorage.setItem("vigil.spent", S.spent);
+      tick();
       status(`✓ #${item.id}: ${label}`);
     } catch (e) {
       status(e.status === 409
@@ -222,6 +224,7 @@
     });
     $("comment").value = "";
     $("heat").disabled = !tiles();
+    $("heat").setAttribute("aria-pressed", String(S.heat && !!tiles()));
 
     S.zoom = 0; // fit on first draw
     if (!entry.px) { off.width = off.height = 0; message("No image was kept for this item."); }

@@ -45,8 +45,22 @@ async fn model_section(state: &AppState, d: &Deployment) -> String {
     let name = d.name().to_string();
     let m = d.monitor();
     let live = m.summary(LiveWindow::Count(LIVE_WINDOW));
+    let waiting = match super::review::store(state) {
+        Some(store) => match store.queue_summary(Some(&name)).await {
+            Ok(q) => {
+                let n: u64 = vigil_core::review::ItemState::ALL
+                    .iter()
+                    .filter(|s| s.needs_inspector())
+                    .map(|s| q.by_state.get(s.as_str()).copied().unwrap_or(0))
+                    .sum();
+                format!("{n} waiting for review →")
+            }
+            Err(_) => "review queue →".to_owned(),
+        },
+        None => String::new(),
+    };
     let mut s = format!(
-        r#"<section class="card model"><header><h2>{n}</h2><span class="pill">version {v}</span><span class="muted">{engine}</span><a class="more" href="/review/queue?model={n}">review queue →</a></header><div class="cols">"#,
+        r#"<section class="card model"><header><h2>{n}</h2><span class="pill">version {v}</span><span class="muted">{engine}</span><a class="more" href="/review/queue?model={n}">{waiting}</a></header><div class="cols">"#,
         n = esc(&name),
         v = esc(d.version().as_str()),
         engine = esc(d.engine()),

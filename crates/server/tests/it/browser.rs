@@ -421,6 +421,8 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
         "document.getElementById('meta').textContent.includes('tile-8')",
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    screenshot(&c, &shots, "review-tile.png").await;
     press(&c, "4").await;
     until(
         &c,
@@ -429,6 +431,16 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     )
     .await;
     assert_eq!(text(&c, "#done-count").await, "2");
+    // The last one; the skipped tile is not offered again, so the queue is empty for Ada.
+    press(&c, "1").await;
+    until(
+        &c,
+        "the empty queue",
+        "!document.getElementById('empty').hidden && document.getElementById('item').hidden",
+    )
+    .await;
+    assert_eq!(text(&c, "#done-count").await, "3");
+    screenshot(&c, &shots, "review-empty.png").await;
 
     let film = store.verdicts_for("film-bam5").await.unwrap();
     assert_eq!(film.len(), 1);
@@ -448,15 +460,20 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
 
     let metrics = send(&http, get("/metrics")).await;
     let metrics = String::from_utf8(bytes(metrics).await.to_vec()).unwrap();
-    assert!(
-        metrics.contains("vigil_review_verdicts_total"),
-        "no review verdict counter in /metrics"
+    assert_eq!(
+        sample(&metrics, "vigil_review_verdicts_total", &[]),
+        3.0,
+        "the review verdict counter on /metrics"
     );
 
-    // The name is kept: a reload goes straight to work.
     c.goto(&format!("{base}/dashboard")).await.unwrap();
     assert!(text(&c, "main").await.contains("weldnet"));
-    assert!(text(&c, "main").await.contains("estimated"));
+    assert!(
+        text(&c, "main")
+            .await
+            .contains("estimated (from confidence, no verdicts)")
+    );
+    assert!(text(&c, "main").await.contains("1 waiting for review"));
     assert!(
         c.find_all(Locator::Css("svg.chart polyline"))
             .await
@@ -467,8 +484,15 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     screenshot(&c, &shots, "dashboard.png").await;
     c.goto(&format!("{base}/review/queue")).await.unwrap();
     screenshot(&c, &shots, "queue-after.png").await;
+    // The name is kept: coming back goes straight to work (here: nothing left for Ada).
     c.goto(&format!("{base}/review")).await.unwrap();
-    until(&c, "an item without asking the name again", "document.getElementById('who-dialog').hidden && document.getElementById('pred-label').textContent !== ''").await;
+    until(
+        &c,
+        "the queue without asking the name again",
+        "document.getElementById('who-dialog').hidden && !document.getElementById('empty').hidden",
+    )
+    .await;
+    assert_eq!(text(&c, "#inspector").await, "Ada Lovelace");
 
     c.close().await.unwrap();
     state.infer().shutdown().await;

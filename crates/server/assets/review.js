@@ -10,6 +10,8 @@
   const FLAGS = JSON.parse(root.dataset.flags || "{}");
   const NAME_KEY = "vigil.inspector";
   const POLL_MS = 15000;
+  // `/review?model=weldnet` works one model's items only.
+  const MODEL = new URLSearchParams(location.search).get("model") || undefined;
 
   const view = $("view");
   const ctx = view.getContext("2d");
@@ -65,7 +67,7 @@
 
   // Claims the next item and fetches its pixels; null when nothing is left.
   async function fetchNext() {
-    const item = await api("POST", "/v1/review/claim", { inspector: S.inspector });
+    const item = await api("POST", "/v1/review/claim", { inspector: S.inspector, model: MODEL });
     if (!item) return null;
     let px = null;
     try { px = await pixels(item); } catch (e) { px = { error: String(e.message || e) }; }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use vigil_runtime::{Deployment, LiveWindow};
 
 use super::chart::{self, Chart, Series};
-use super::{Nav, age, esc, layout, notice, pct};
+use super::{Nav, age, esc, layout, notice, pct, url_encode};
 use crate::AppState;
 
 /// Predictions the live figures cover: the monitoring API's default window.
@@ -60,8 +60,9 @@ async fn model_section(state: &AppState, d: &Deployment) -> String {
         None => String::new(),
     };
     let mut s = format!(
-        r#"<section class="card model"><header><h2>{n}</h2><span class="pill">version {v}</span><span class="muted">{engine}</span><a class="more" href="/review/queue?model={n}">{waiting}</a></header><div class="cols">"#,
+        r#"<section class="card model"><header><h2>{n}</h2><span class="pill">version {v}</span><span class="muted">{engine}</span><a class="more" href="/review/queue?model={q}">{waiting}</a></header><div class="cols">"#,
         n = esc(&name),
+        q = esc(&url_encode(&name)),
         v = esc(d.version().as_str()),
         engine = esc(d.engine()),
     );

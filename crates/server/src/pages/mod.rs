@@ -121,6 +121,19 @@ pub fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// `text` percent-encoded for a query value (model names are plain, but the page must not
+/// trust that).
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A notice box: `kind` is `info`, `warn` or `empty`; `html` is trusted markup.
 pub fn notice(kind: &str, html: &str) -> String {
     format!(r#"<div class="notice notice-{kind}">{html}</div>"#)
@@ -197,5 +210,6 @@ mod tests {
         assert_eq!(age(now + chrono::Duration::seconds(5), now), "0 s");
         assert_eq!(pct(Some(0.1234)), "12.3%");
         assert_eq!(pct(None), "–");
+        assert_eq!(url_encode("weld net/1"), "weld%20net%2F1");
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use vigil_core::review::{Flag, ItemState};
 use vigil_store::{ReviewItem, ReviewQuery};
 
-use super::{Nav, age, esc, layout, notice};
+use super::{Nav, age, esc, layout, notice, url_encode};
 use crate::AppState;
 
 /// Items listed: a shift's next stretch of work; the summary counts all of them.
@@ -54,11 +54,12 @@ pub async fn queue(State(state): State<AppState>, Query(q): Query<QueueQuery>) -
         }
         None => super::review::no_store_notice(),
     };
+    // Refreshed every 30 s: the page is left open on a supervisor's screen.
     layout(
         "Review queue",
         Nav::Queue,
         &format!("<h1>Review queue</h1>{body}"),
-        "",
+        r#"<meta http-equiv="refresh" content="30">"#,
     )
 }
 
@@ -84,7 +85,8 @@ fn render(
     }
     let _ = write!(
         s,
-        r#"<div class="stats"><div class="stat big" data-stat="waiting"><span>{waiting}</span>waiting for an inspector</div><div class="stat" data-stat="oldest"><span>{oldest}</span>oldest waiting</div><div class="stat" data-stat="claimed"><span>{claimed}</span>being reviewed now</div><div class="stat" data-stat="done"><span>{done}</span>settled</div><a class="button primary" href="/review">Start reviewing →</a></div>"#,
+        r#"<div class="stats"><div class="stat big" data-stat="waiting"><span>{waiting}</span>waiting for an inspector</div><div class="stat" data-stat="oldest"><span>{oldest}</span>oldest waiting</div><div class="stat" data-stat="claimed"><span>{claimed}</span>being reviewed now</div><div class="stat" data-stat="done"><span>{done}</span>settled</div><a class="button primary" href="/review{only}">Start reviewing →</a></div>"#,
+        only = model.map_or_else(String::new, |m| format!("?model={}", esc(&url_encode(m)))),
         oldest = summary
             .oldest_open_at
             .map_or_else(|| "–".to_owned(), |t| age(t, now)),

@@ -546,3 +546,111 @@ async fn pages_without_a_review_store_say_so_and_assets_are_served() {
     assert_eq!(r.status(), axum::http::StatusCode::NOT_FOUND);
     state.infer().shutdown().await;
 }
+
+/// An uncompressed 16-bit grey TIFF (little-endian, one strip) of `w`×`h` pixels.
+fn tiff16(w: u16, h: u16, pixel: impl Fn(u16, u16) -> u16) -> Vec<u8> {
+    let data: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .flat_map(|(x, y)| pixel(x, y).to_le_bytes())
+        .collect();
+    let data_len = u32::try_from(data.len()).unwrap();
+    // Header (8 bytes), then the pixels, then the IFD.
+    let ifd_at = 8 + data_len;
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&ifd_at.to_le_bytes());
+    out.extend_from_slice(&data);
+    // (tag, type: 3 = SHORT, 4 = LONG, value)
+    let entries: [(u16, u16, u32); 9] = [
+        (256, 3, u32::from(w)), // ImageWidth
+        (257, 3, u32::from(h)), // ImageLength
+        (258, 3, 16),           // BitsPerSample
+        (259, 3, 1),            // Compression: none
+        (262, 3, 1),            // PhotometricInterpretation: black is zero
+        (273, 4, 8),            // StripOffsets
+        (277, 3, 1),            // SamplesPerPixel
+        (278, 3, u32::from(h)), // RowsPerStrip
+        (279, 4, data_len),     // StripByteCounts
+    ];
+    out.extend_from_slice(&u16::try_from(entries.len()).unwrap().to_le_bytes());
+    for (tag, ty, value) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// The darkest and brightest red values of the review canvas's middle band.
+async fn canvas_range(c: &Client) -> (f64, f64) {
+    let v = c
+        .execute(
+            "const v = document.getElementById('view'); const d = v.getContext('2d') \
+             .getImageData(Math.floor(v.width / 2) - 40, Math.floor(v.height / 2) - 40, 80, 80).data; \
+             let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); } \
+             return [lo, hi];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_level_spreads_16_bit_pixels_over_the_grey_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, store, addr) = serve(dir.path()).await;
+    // A 16-bit checkerboard of 20,000 and 20,990: drawn as 8-bit without a window it is one
+    // flat grey; the auto window must spread it to black and white.
+    let image = tiff16(160, 120, |x, y| 20_000 + ((x / 4 + y / 4) % 2) * 990);
+    let mut it = item(
+        "film-16",
+        "slag",
+        [0.1, 0.2, 0.6, 0.1],
+        vec![Flag::Review],
+        1,
+        image,
+        serde_json::json!({}),
+    );
+    if let Some(img) = it.image.as_mut() {
+        img.content_type = "image/tiff".into();
+    }
+    assert_eq!(store.enqueue(&[it]).await.unwrap(), 1);
+
+    let (_driver, c) = browser().await;
+    let base = format!("http://{addr}");
+    c.goto(&format!("{base}/review/queue")).await.unwrap();
+    c.execute("localStorage.setItem('vigil.inspector', 'Grace');", vec![])
+        .await
+        .unwrap();
+    c.goto(&format!("{base}/review")).await.unwrap();
+    until(
+        &c,
+        "the 16-bit pixels",
+        "document.getElementById('viewinfo').textContent.startsWith('160×120, 16-bit')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (lo, hi) = canvas_range(&c).await;
+    assert!(lo < 40.0 && hi > 215.0, "auto window spread {lo}..{hi}");
+
+    // A wide window (the slider) flattens it again; A brings the auto window back.
+    c.execute(
+        "const w = document.getElementById('win'); w.value = '65536'; \
+         w.dispatchEvent(new Event('input'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (lo, hi) = canvas_range(&c).await;
+    assert!(hi - lo < 10.0, "a full-range window is flat: {lo}..{hi}");
+    press(&c, "a").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (lo, hi) = canvas_range(&c).await;
+    assert!(lo < 40.0 && hi > 215.0, "auto again: {lo}..{hi}");
+
+    c.close().await.unwrap();
+    state.infer().shutdown().await;
+}

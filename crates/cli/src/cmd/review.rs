@@ -89,7 +89,7 @@ pub fn run(ctx: &Context, cmd: ReviewCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
-    })
+    })?
 }
 
 async fn list(

@@ -11,6 +11,7 @@ mod metrics_format;
 mod multipart;
 mod openapi;
 mod promote;
+mod review;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

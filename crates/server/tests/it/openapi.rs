@@ -90,7 +90,10 @@ async fn the_openapi_document_describes_every_route_and_the_real_answers() {
     for (method, path) in &served {
         let op = &doc["paths"][path][method];
         assert!(op["operationId"].is_string(), "{method} {path}");
-        assert!(op["responses"]["200"].is_object(), "{method} {path}");
+        let ok = op["responses"]
+            .as_object()
+            .is_some_and(|r| r.keys().any(|code| code.starts_with('2')));
+        assert!(ok, "{method} {path} documents no success answer");
         // Every path parameter is declared.
         for param in path.split('/').filter_map(|s| s.strip_prefix('{')) {
             let param = param.trim_end_matches('}');

@@ -227,6 +227,33 @@ async fn serve(dir: &Path) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
         .with_monitoring(monitor_store.clone(), log)
         .with_review(review_state);
     vigil_server::deploy(&state, bundle("1")).await.unwrap();
+    // One rule that fires on the live traffic, for the dashboard's alerts.
+    let rule = vigil_core::monitor::alert::AlertRule {
+        name: "confident".to_owned(),
+        signal: vigil_core::monitor::alert::Signal::MeanConfidence,
+        model: None,
+        comparison: vigil_core::monitor::alert::Comparison::Above,
+        threshold: 0.5,
+        window: Duration::from_secs(60),
+        for_duration: Duration::ZERO,
+        severity: vigil_core::monitor::alert::Severity::Warning,
+        cooldown: Duration::ZERO,
+        description: String::new(),
+    };
+    let source = Arc::new(vigil_server::alert_source::LiveSignals::new(
+        state.infer().clone(),
+        std::slice::from_ref(&rule),
+    ));
+    let alerting =
+        vigil_server::alerting::Alerting::new(vec![rule], vec![], Duration::from_millis(100), 20)
+            .unwrap();
+    let state = state.with_alerting(alerting.handle());
+    vigil_server::alerting::spawn_alerting(
+        alerting,
+        source,
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    );
     for (m, k) in [
         (50, 0.4),
         (40, 0.6),
@@ -480,6 +507,10 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
             .unwrap()
             .len()
             >= 2
+    );
+    assert!(
+        text(&c, "main").await.contains("confident"),
+        "the firing alert"
     );
     screenshot(&c, &shots, "dashboard.png").await;
     c.goto(&format!("{base}/review/queue")).await.unwrap();

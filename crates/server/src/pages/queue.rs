@@ -144,7 +144,7 @@ fn render(
                 .collect();
             let _ = write!(
                 s,
-                r#"<tr class="row-{st}" data-id="{id}"><td class="num">{id}</td><td>{m}</td><td>{v}</td><td><b>{l}</b></td><td class="num">{c:.1}%</td><td>{flags}</td><td><span class="state state-{st}">{stw}</span></td><td class="num">{a}</td><td>{claim}</td></tr>"#,
+                r#"<tr class="row-{st}" data-id="{id}"><td class="num">{id}</td><td>{m}</td><td>{v}</td><td><b>{l}</b></td><td class="num">{c:.1}%</td><td>{flags}</td><td><span class="state state-{st}">{stw}</span>{nv}</td><td class="num">{a}</td><td>{claim}</td></tr>"#,
                 st = it.state.as_str(),
                 stw = it.state.as_str().replace('_', " "),
                 id = it.id,
@@ -153,6 +153,11 @@ fn render(
                 l = esc(&it.label),
                 c = f64::from(it.confidence) * 100.0,
                 a = age(it.at, now),
+                nv = match it.verdicts.len() {
+                    0 => String::new(),
+                    1 => r#" <small class="muted">1 verdict</small>"#.to_owned(),
+                    n => format!(r#" <small class="muted">{n} verdicts</small>"#),
+                },
                 claim = it
                     .claim
                     .as_ref()

@@ -647,11 +647,49 @@ async fn window_level_spreads_16_bit_pixels_over_the_grey_scale() {
     if let Some(img) = it.image.as_mut() {
         img.content_type = "image/tiff".into();
     }
-    assert_eq!(store.enqueue(&[it]).await.unwrap(), 1);
+    // And one two inspectors disagree on (feedback from an existing system, two-person
+    // policy): disputed, highlighted on the queue page.
+    let disputed = item(
+        "tile-d",
+        "crack",
+        [0.5, 0.3, 0.1, 0.1],
+        vec![Flag::QaSample],
+        0,
+        tile().to_vec(),
+        serde_json::json!({}),
+    );
+    assert_eq!(store.enqueue(&[it, disputed]).await.unwrap(), 2);
+    for (who, label) in [("Ann", "crack"), ("Bob", "slag")] {
+        let v = vigil_store::NewVerdict {
+            request_id: "tile-d".into(),
+            inspector: who.into(),
+            label: label.into(),
+            comment: String::new(),
+            time_spent_ms: None,
+            source: vigil_store::VerdictSource::Feedback,
+            claim_token: None,
+        };
+        store
+            .record_verdict(&v, vigil_core::review::SecondOpinion::Always)
+            .await
+            .unwrap();
+    }
 
     let (_driver, c) = browser().await;
     let base = format!("http://{addr}");
     c.goto(&format!("{base}/review/queue")).await.unwrap();
+    assert_eq!(
+        text(&c, r#"#by-state tr[data-state="disputed"] td.num"#).await,
+        "1"
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("#items tr.row-disputed"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    screenshot(&c, &screenshots(), "queue-disputed.png").await;
     c.execute("localStorage.setItem('vigil.inspector', 'Grace');", vec![])
         .await
         .unwrap();

@@ -113,7 +113,7 @@ async fn model_section(state: &AppState, d: &Deployment) -> String {
 
     // Accuracy.
     s.push_str(r#"<div class="col"><h3>Accuracy</h3>"#);
-    s.push_str(&super::review::performance_table(state, &name).await);
+    s.push_str(&performance_table(state, &name).await);
     s.push_str("</div></div></section>");
     s
 }
@@ -236,5 +236,44 @@ async fn alerts_section(state: &AppState) -> String {
         s.push_str("</ul>");
     }
     s.push_str("</section>");
+    s
+}
+
+/// Realised against estimated accuracy of `model`, per version, as a table; the estimate
+/// is labelled as one.
+async fn performance_table(state: &AppState, model: &str) -> String {
+    if super::review::store(state).is_none() {
+        return r#"<p class="muted">Accuracy needs the review queue (no review store on this server).</p>"#.to_owned();
+    }
+    let perf = match crate::routes::model_name(model) {
+        Ok(name) => crate::review::performance(state, &name, None).await,
+        Err(e) => Err(e),
+    };
+    let perf = match perf {
+        Ok(p) => p.versions,
+        Err(e) => {
+            return notice(
+                "warn",
+                &format!("Accuracy could not be computed: {}", esc(&e.to_string())),
+            );
+        }
+    };
+    if perf.is_empty() {
+        return r#"<p class="muted">No verdicts and no logged predictions in the performance window yet.</p>"#.to_owned();
+    }
+    let mut s = String::new();
+    for (v, p) in perf.iter().rev() {
+        let (realised, estimated) = (&p.realised, &p.estimated);
+        let _ = write!(
+            s,
+            r#"<div class="perf-version">version {v}</div><dl class="figures perf"><div><dt>realised</dt><dd>{ra}<small>from {rn} verdicts</small></dd></div><div><dt>estimated (from confidence, no verdicts)</dt><dd class="est">{ea}<small>over {en} predictions</small></dd></div></dl>"#,
+            v = esc(v),
+            ra = pct(realised.accuracy),
+            rn = realised.verdicts,
+            ea = pct(estimated.accuracy),
+            en = estimated.predictions,
+        );
+    }
+    s.push_str(r#"<p class="muted small">The estimate assumes calibrated probabilities (CBPE); an overconfident model looks better than it is. Realised accuracy is what inspectors found.</p>"#);
     s
 }

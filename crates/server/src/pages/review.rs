@@ -1,8 +1,8 @@
 //! `GET /review`: the page inspectors work the queue in. The server renders the frame (the
 //! viewer, the prediction panel, the keyboard help); `assets/review.js` claims items
 //! through the JSON review API, draws the decoded pixels on a canvas with window/level,
-//! zoom, pan and the tile heat-map, and posts verdicts. Also the review store lookup and
-//! the accuracy table the other pages share.
+//! zoom, pan and the tile heat-map, and posts verdicts. Also the review store lookup the
+//! other pages share.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::response::Html;
 use vigil_core::review::Flag;
 
-use super::{Nav, esc, layout, notice, pct};
+use super::{Nav, esc, layout, notice};
 use crate::AppState;
 
 /// The review store, if the server has one.
@@ -108,43 +108,4 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
         &body,
         r#"<script src="/assets/review.js" defer></script>"#,
     )
-}
-
-/// Realised against estimated accuracy of `model`, per version, as a table; the estimate
-/// is labelled as one.
-pub async fn performance_table(state: &AppState, model: &str) -> String {
-    if store(state).is_none() {
-        return r#"<p class="muted">Accuracy needs the review queue (no review store on this server).</p>"#.to_owned();
-    }
-    let perf = match crate::routes::model_name(model) {
-        Ok(name) => crate::review::performance(state, &name, None).await,
-        Err(e) => Err(e),
-    };
-    let perf = match perf {
-        Ok(p) => p.versions,
-        Err(e) => {
-            return notice(
-                "warn",
-                &format!("Accuracy could not be computed: {}", esc(&e.to_string())),
-            );
-        }
-    };
-    if perf.is_empty() {
-        return r#"<p class="muted">No verdicts and no logged predictions in the performance window yet.</p>"#.to_owned();
-    }
-    let mut s = String::new();
-    for (v, p) in perf.iter().rev() {
-        let (realised, estimated) = (&p.realised, &p.estimated);
-        let _ = write!(
-            s,
-            r#"<div class="perf-version">version {v}</div><dl class="figures perf"><div><dt>realised</dt><dd>{ra}<small>from {rn} verdicts</small></dd></div><div><dt>estimated (from confidence, no verdicts)</dt><dd class="est">{ea}<small>over {en} predictions</small></dd></div></dl>"#,
-            v = esc(v),
-            ra = pct(realised.accuracy),
-            rn = realised.verdicts,
-            ea = pct(estimated.accuracy),
-            en = estimated.predictions,
-        );
-    }
-    s.push_str(r#"<p class="muted small">The estimate assumes calibrated probabilities (CBPE); an overconfident model looks better than it is. Realised accuracy is what inspectors found.</p>"#);
-    s
 }

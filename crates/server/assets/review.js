@@ -311,7 +311,14 @@
       out[j] = g; out[j + 1] = g; out[j + 2] = g; out[j + 3] = 255;
     }
     offCtx.putImageData(img, 0, 0);
-    $("viewinfo").textContent = `${px.w}×${px.h}, ${px.bits}-bit · W ${Math.round(S.wl.win)} L ${Math.round(S.wl.lev)}`;
+    info();
+  }
+
+  // The status line under the image: size, bit depth, window/level, zoom.
+  function info() {
+    const px = S.cur && S.cur.px;
+    if (!px || px.error) { $("viewinfo").textContent = ""; return; }
+    $("viewinfo").textContent = `${px.w}×${px.h}, ${px.bits}-bit · W ${Math.round(S.wl.win)} L ${Math.round(S.wl.lev)} · ${Math.round(S.zoom * 100)}%${S.wl.invert ? " · inverted" : ""}`;
   }
 
   function fit() {
@@ -343,7 +350,7 @@
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, view.width, view.height);
     if (!S.cur || !off.width) return;
-    if (!S.zoom) fit();
+    if (!S.zoom) { fit(); info(); }
     ctx.setTransform(S.zoom * dpr, 0, 0, S.zoom * dpr, S.panX * dpr, S.panY * dpr);
     ctx.imageSmoothingEnabled = S.zoom < 2;
     ctx.drawImage(off, 0, 0);
@@ -375,6 +382,7 @@
     S.panY = cy - ((cy - S.panY) * z) / S.zoom;
     S.zoom = z;
     draw();
+    info();
   }
 
   function toggleHeat() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_RIGHT, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use vigil_core::review::Flag;
 use vigil_runtime::{DeployConfig, Infer, InferConfig};
@@ -719,6 +720,45 @@ async fn window_level_spreads_16_bit_pixels_over_the_grey_scale() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (lo, hi) = canvas_range(&c).await;
     assert!(lo < 40.0 && hi > 215.0, "auto again: {lo}..{hi}");
+
+    // Dragging right with the right button widens the window: the contrast goes.
+    let info = || async { text(&c, "#viewinfo").await };
+    let before = info().await;
+    let drag = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveTo {
+            duration: None,
+            x: 500.0,
+            y: 400.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_RIGHT,
+        })
+        .then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(100)),
+            x: 200.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_RIGHT,
+        });
+    c.perform_actions(drag).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (lo, hi) = canvas_range(&c).await;
+    assert!(
+        hi - lo < 60.0,
+        "a right-drag widened the window: {lo}..{hi} ({before} → {})",
+        info().await
+    );
+    // + zooms in.
+    let zoom = |t: String| {
+        t.rsplit(" · ")
+            .find(|p| p.ends_with('%'))
+            .map(str::to_owned)
+    };
+    let z0 = zoom(info().await);
+    press(&c, "+").await;
+    let z1 = zoom(info().await);
+    assert!(z0.is_some() && z0 != z1, "zoom {z0:?} → {z1:?}");
 
     c.close().await.unwrap();
     state.infer().shutdown().await;

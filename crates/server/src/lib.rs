@@ -20,6 +20,8 @@
 //! - [`alert_source`]: the rules' values from the live runtime ([`alert_source::LiveSignals`])
 //!   and the notification history in the store ([`alert_source::StoreHistory`]).
 //! - `routes::alerts`: `GET /v1/alerts`, active alerts, recent notifications and the history.
+//! - [`pages`]: the web pages for people: `/dashboard`, `/review/queue`, `/review`, their
+//!   compiled-in assets under `/assets/`.
 //! - [`review`]: the flag policy on every answer, flagged predictions queued for inspectors
 //!   with their images, review metrics, realised and estimated performance;
 //!   `routes::review` is its API (queue, claims, verdicts, `POST /v1/feedback`).
@@ -35,6 +37,7 @@ pub mod alerting;
 pub mod error;
 pub mod monitoring;
 pub mod openapi;
+pub mod pages;
 pub mod promote;
 pub mod request_id;
 pub mod review;

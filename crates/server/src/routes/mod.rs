@@ -20,7 +20,7 @@ use axum::routing::{MethodRouter, get, post, put};
 use vigil_core::types::{ModelName, ModelVersion};
 use vigil_runtime::{Deployment, Infer};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, pages};
 
 /// The HTTP methods the router serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,6 +110,11 @@ pub fn table() -> Vec<Route> {
             "/v1/models/{name}/performance",
             review::model_performance,
         ),
+        route(Get, "/", pages::root),
+        route(Get, "/dashboard", pages::dashboard::dashboard),
+        route(Get, "/review", pages::review::review),
+        route(Get, "/review/queue", pages::queue::queue),
+        route(Get, "/assets/{file}", pages::asset),
         route(Get, "/v2", v2::server_metadata),
         route(Get, "/v2/health/live", v2::live),
         route(Get, "/v2/health/ready", v2::ready),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod alerts;
+mod browser;
 mod common;
 mod logs;
 mod metrics_format;

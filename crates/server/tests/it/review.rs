@@ -82,11 +82,12 @@ async fn predict(app: &Router, id: &str) -> serde_json::Value {
     json(r).await
 }
 
-/// Polls the queue until it holds `n` items waiting for an inspector.
+/// Polls the queue until it holds `n` open items (in its list and its summary, which are
+/// read one after the other while items may still be arriving).
 async fn queue_of(app: &Router, n: usize) -> serde_json::Value {
     for _ in 0..200 {
         let q = json(send(app, get("/v1/review/queue")).await).await;
-        if q["items"].as_array().unwrap().len() == n {
+        if q["items"].as_array().unwrap().len() == n && q["summary"]["by_state"]["open"] == n {
             return q;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

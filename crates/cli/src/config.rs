@@ -45,6 +45,9 @@ pub struct MonitoringSection {
     pub enabled: bool,
     /// Seed of the permutation tests.
     pub seed: u64,
+    /// The least time between two drift evaluations of one version.
+    #[serde(with = "duration_text")]
+    pub drift_min_interval: std::time::Duration,
     /// The prediction log.
     pub log: PredictionLogSection,
 }
@@ -75,6 +78,7 @@ impl MonitoringSection {
         vigil_runtime::MonitorConfig {
             enabled: self.enabled,
             seed: self.seed,
+            drift_min_interval: self.drift_min_interval,
             ..vigil_runtime::MonitorConfig::default()
         }
     }

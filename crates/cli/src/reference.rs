@@ -113,8 +113,9 @@ pub fn build(
     Ok(profile)
 }
 
-/// The images of `data`, filtered by split when asked.
-fn select(data: &ReferenceData<'_>) -> anyhow::Result<Vec<Input>> {
+/// The images of `data`, filtered by split when asked, in acquisition order
+/// ([`vigil_core::monitor::sort_by_acquisition`]).
+pub(crate) fn select(data: &ReferenceData<'_>) -> anyhow::Result<Vec<Input>> {
     let mut all = Vec::new();
     for arg in data.inputs {
         let mut found = inputs::collect(std::slice::from_ref(arg))?;
@@ -132,5 +133,6 @@ fn select(data: &ReferenceData<'_>) -> anyhow::Result<Vec<Input>> {
         }
         all.extend(found);
     }
+    vigil_core::monitor::sort_by_acquisition(&mut all, |i| i.name.as_str());
     Ok(all)
 }

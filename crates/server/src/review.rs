@@ -15,7 +15,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot};
 use vigil_core::monitor::alert::duration_text;
 use vigil_core::review::{
     Estimated, Flag, FlagPolicy, Realised, SecondOpinion, estimate, realised,
@@ -45,8 +45,8 @@ pub struct ReviewConfig {
     /// How long the images of queued predictions are kept (the items and verdicts stay).
     #[serde(with = "duration_text")]
     pub image_retention: Duration,
-    /// Queue writes in flight at most; past it a flagged request waits (up to its deadline)
-    /// rather than lose its queue item.
+    /// Queue items waiting to be written at most; past it a flagged request waits (up to its
+    /// deadline) rather than lose its queue item.
     pub max_pending_writes: usize,
 }
 
@@ -59,7 +59,7 @@ impl Default for ReviewConfig {
             claim_lease: Duration::from_secs(10 * 60),
             performance_window: Duration::from_secs(7 * 24 * 3600),
             image_retention: Duration::from_secs(365 * 24 * 3600),
-            max_pending_writes: 64,
+            max_pending_writes: 1024,
         }
     }
 }
@@ -86,30 +86,97 @@ pub struct ReviewState {
     /// The settings.
     pub config: ReviewConfig,
     metrics: ReviewMetrics,
-    writes: Arc<Semaphore>,
+    writer: mpsc::Sender<Write>,
+}
+
+/// What the queue writer is sent.
+#[derive(Debug)]
+enum Write {
+    /// A flagged prediction to queue.
+    Item(Box<NewReviewItem>),
+    /// Answered once everything sent before is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Most items per `enqueue` transaction.
+const WRITE_BATCH: usize = 256;
+
+/// The queue writer: takes what has accumulated (up to [`WRITE_BATCH`]) while the previous
+/// transaction ran and writes it in one, so a burst of flagged predictions costs a few
+/// transactions, not one each.
+async fn write_queue(
+    store: Arc<dyn ReviewStore>,
+    metrics: ReviewMetrics,
+    mut rx: mpsc::Receiver<Write>,
+) {
+    let mut batch: Vec<NewReviewItem> = Vec::new();
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            match w {
+                Write::Item(item) => batch.push(*item),
+                Write::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            match store.enqueue(&batch).await {
+                Ok(_) => {
+                    for item in &batch {
+                        for f in &item.flags {
+                            metrics
+                                .enqueued
+                                .with_label_values(&[&item.model, f.as_str()])
+                                .inc();
+                        }
+                    }
+                }
+                Err(e) => {
+                    for item in &batch {
+                        metrics
+                            .enqueue_errors
+                            .with_label_values(&[&item.model])
+                            .inc();
+                        tracing::error!(request_id = %item.request_id, error = %e, "A flagged prediction could not be put in the review queue.");
+                    }
+                }
+            }
+            batch.clear();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
 }
 
 impl ReviewState {
     /// Review over `store`, its metrics registered in `registry` (the server's `/metrics`).
+    /// Starts the queue writer, so it must be called inside a tokio runtime.
     pub fn new(
         store: Arc<dyn ReviewStore>,
         config: ReviewConfig,
         registry: &Registry,
     ) -> Result<ReviewState, prometheus::Error> {
-        let writes = Arc::new(Semaphore::new(config.max_pending_writes.max(1)));
+        let metrics = ReviewMetrics::register(registry)?;
+        let (writer, rx) = mpsc::channel(config.max_pending_writes.max(1));
+        tokio::spawn(write_queue(store.clone(), metrics.clone(), rx));
         Ok(ReviewState {
             store,
-            metrics: ReviewMetrics::register(registry)?,
-            writes,
+            metrics,
+            writer,
             config,
         })
     }
 
-    /// Waits for the queue writes in flight (at shutdown, after the last request).
+    /// Waits until every queue item sent so far is written (at shutdown, after the last
+    /// request).
     pub async fn drain(&self) {
-        let n = u32::try_from(self.config.max_pending_writes.max(1)).unwrap_or(u32::MAX);
-        if let Ok(all) = self.writes.acquire_many(n).await {
-            drop(all);
+        let (ack, done) = oneshot::channel();
+        if self.writer.send(Write::Flush(ack)).await.is_ok() {
+            let _ = done.await;
         }
     }
 
@@ -354,9 +421,10 @@ pub fn sniff_media_type(bytes: &[u8]) -> &'static str {
 
 /// Logs one answered prediction and, when the review policy flags it, queues it for an
 /// inspector with its image. The log's overload policy applies first (a refused record
-/// fails the request); the queue write then runs off the request path, at most
-/// `review.max_pending_writes` at once: past that the request waits, up to its deadline,
-/// and fails with 503 rather than answer a flagged prediction nobody will review.
+/// fails the request); the queue item then goes to the queue writer, which writes in
+/// batches off the request path. At most `review.max_pending_writes` items wait: past that
+/// the request waits, up to its deadline, and fails with 503 rather than answer a flagged
+/// prediction nobody will review.
 /// Returns the flags the prediction was queued under (empty: not queued).
 pub(crate) async fn record_prediction(
     state: &AppState,
@@ -399,39 +467,16 @@ pub(crate) async fn record_prediction(
         .infer()
         .request_timeout()
         .saturating_sub(c.timings.total);
-    let permit = tokio::time::timeout(limit, review.writes.clone().acquire_owned())
+    review
+        .writer
+        .send_timeout(Write::Item(Box::new(item)), limit)
         .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| ApiError::Kind {
+        .map_err(|_| ApiError::Kind {
             kind: vigil_core::ErrorKind::Unavailable,
             message: "the review queue is not keeping up; the flagged prediction was not \
                       answered so that it is not lost to review"
                 .into(),
         })?;
-    let review = review.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        match review.store.enqueue(std::slice::from_ref(&item)).await {
-            Ok(_) => {
-                for f in &item.flags {
-                    review
-                        .metrics
-                        .enqueued
-                        .with_label_values(&[&item.model, f.as_str()])
-                        .inc();
-                }
-            }
-            Err(e) => {
-                review
-                    .metrics
-                    .enqueue_errors
-                    .with_label_values(&[&item.model])
-                    .inc();
-                tracing::error!(request_id = %item.request_id, error = %e, "A flagged prediction could not be put in the review queue.");
-            }
-        }
-    });
     Ok(flags)
 }
 

@@ -450,14 +450,16 @@ fn walk_through(ctx: &Context, work: &Path) -> anyhow::Result<()> {
          Registry and artifact storage: 4-6 (immutable versions, aliases, audit log).\n\
          Serving predictions: 7-8 (batch scoring; `vigil serve` is the real-time API).\n\
          Training and evaluation: 9 (split by film, threshold for a recall target, report).\n\
-         Monitoring: 10-11 (prediction log, live shares, drift windows, out-of-distribution\n\
-         flags, an alert to a webhook, the drift report).",
+         Monitoring: 10 and 12 (prediction log, live shares, drift windows, out-of-distribution\n\
+         flags, an alert to a webhook, the drift report).\n\
+         Human-in-the-loop review and the labelled feedback loop: 11 (the queue, verdicts,\n\
+         realised against estimated accuracy, the reviewed images exported for training).",
     );
 
     section(
         "Still to come in this demo",
-        "Human review, retraining and shadow/canary rollout are the next stages of the loop;\n\
-         they will appear here as they are built.",
+        "Retraining from the inspectors' verdicts and shadow/canary rollout are the next\n\
+         stages of the loop; they will appear here as they are built.",
     );
     Ok(())
 }

@@ -13,9 +13,9 @@ use super::Context;
 use super::serve::{ServeArgs, Stop};
 use crate::simulate::Change;
 
-/// The repository's weld validation tiles (GDXray; see data/weld/README.md), when this
-/// binary runs from a checkout.
-fn validation_tiles() -> Option<Vec<PathBuf>> {
+/// The repository's weld validation tiles (GDXray; see data/weld/README.md) with their true
+/// labels, when this binary runs from a checkout.
+fn validation_tiles() -> Option<Vec<(PathBuf, String)>> {
     let candidates = [
         PathBuf::from("data/weld"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weld"),
@@ -24,13 +24,13 @@ fn validation_tiles() -> Option<Vec<PathBuf>> {
         .iter()
         .find(|d| d.join("manifest.csv").is_file())?;
     let text = std::fs::read_to_string(dir.join("manifest.csv")).ok()?;
-    let tiles: Vec<PathBuf> = text
+    let tiles: Vec<(PathBuf, String)> = text
         .lines()
         .skip(1)
         .filter_map(|l| {
             let mut f = l.split(',');
-            let (path, _, split) = (f.next()?, f.next()?, f.next()?);
-            (split == "val").then(|| dir.join(path))
+            let (path, label, split) = (f.next()?, f.next()?, f.next()?);
+            (split == "val").then(|| (dir.join(path), label.to_owned()))
         })
         .collect();
     (!tiles.is_empty()).then_some(tiles)
@@ -218,6 +218,99 @@ fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> 
     Ok(drift)
 }
 
+/// The index of a streamed tile from its request id (`line-0042` → 42).
+fn tile_index(request_id: &str) -> Option<usize> {
+    request_id.rsplit('-').next()?.parse().ok()
+}
+
+/// Chapter 11: the review queue the streaming filled, worked by a simulated inspector who
+/// gives each tile its true label (the validation manifest's), and what the verdicts say.
+fn review(
+    agent: &ureq::Agent,
+    base: &str,
+    truth: &[&str],
+    section: &dyn Fn(&str, &str),
+) -> anyhow::Result<()> {
+    section(
+        "11. Human review: the inspectors' queue (vigil serve: /review, /review/queue)",
+        "Unsure predictions, images unlike the training images, images answered while drift was\n\
+         firing and a 2% random sample went to the review queue, each with its image. An\n\
+         inspector works it at /review (one key per label); here a simulated inspector gives\n\
+         every tile its true label. The verdicts are the ground truth that measures the model.",
+    );
+    let q: Value = agent
+        .get(&format!("{base}/v1/review/queue?limit=1"))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    let by_flag = &q["summary"]["open_by_flag"];
+    println!(
+        "   queued: {} items (out of distribution {}, unsure {}, drift {}, QA sample {}); most \
+         urgent first",
+        q["summary"]["by_state"]["open"],
+        by_flag["out_of_distribution"],
+        by_flag["review"],
+        by_flag["drift"],
+        by_flag["qa_sample"],
+    );
+    let started = std::time::Instant::now();
+    let mut done = 0usize;
+    loop {
+        let mut r = agent
+            .post(&format!("{base}/v1/review/claim"))
+            .send_json(serde_json::json!({ "inspector": "demo-inspector" }))?;
+        if r.status() == 204 {
+            break;
+        }
+        let item: Value = r.body_mut().read_json()?;
+        let id = item["request_id"].as_str().unwrap_or("");
+        let label = tile_index(id)
+            .and_then(|i| truth.get(i))
+            .context("a queued request id the demo did not send")?;
+        agent
+            .post(&format!("{base}/v1/review/items/{}/verdict", item["id"]))
+            .send_json(serde_json::json!({
+                "token": item["claim"]["token"], "inspector": "demo-inspector",
+                "label": label, "time_spent_ms": 1500,
+            }))?;
+        done += 1;
+    }
+    println!(
+        "   the inspector gave {done} verdicts ({:.1} s through the API)",
+        started.elapsed().as_secs_f64()
+    );
+    let p: Value = agent
+        .get(&format!("{base}/v1/models/weldnet/performance"))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    if let Some(versions) = p["versions"].as_object() {
+        for (v, perf) in versions {
+            let pct = |x: &Value| {
+                x.as_f64()
+                    .map_or("-".into(), |a| format!("{:.1}%", a * 100.0))
+            };
+            println!(
+                "   weldnet {v}: realised accuracy {} from {} verdicts; estimated from the \
+                 model's own confidence {} over {} predictions",
+                pct(&perf["realised"]["accuracy"]),
+                perf["realised"]["verdicts"],
+                pct(&perf["estimated"]["accuracy"]),
+                perf["estimated"]["predictions"],
+            );
+            println!(
+                "     (the reviewed items are the hard ones, so realised accuracy on them is lower \
+                 than on all images; the estimate is only as good as the calibration)"
+            );
+        }
+    }
+    println!(
+        "   realised accuracy, precision and recall per label are on /metrics \
+         (vigil_review_*) and the dashboard (/dashboard)"
+    );
+    Ok(())
+}
+
 /// Runs the monitoring chapter against an in-process `vigil serve`.
 pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::Result<()> {
     let Some(paths) = validation_tiles() else {
@@ -239,8 +332,9 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
     );
     let tiles: Vec<Vec<u8>> = paths
         .iter()
-        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .map(|(p, _)| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
         .collect::<anyhow::Result<_>>()?;
+    let truth: Vec<&str> = paths.iter().map(|(_, l)| l.as_str()).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -252,6 +346,9 @@ pub fn run(ctx: &Context, work: &Path, section: &dyn Fn(&str, &str)) -> anyhow::
     config.store.data_dir = work.join("monitoring");
     config.server.alias_poll_interval = Duration::ZERO;
     config.monitoring.log.flush_interval = Duration::from_millis(200);
+    // The demo streams a film's worth of tiles in seconds: evaluate every window the
+    // reference asks for, as a line at its real pace would.
+    config.monitoring.drift_min_interval = Duration::ZERO;
     let (hook, received) = webhook_receiver()?;
     config.alerts = toml::from_str(&format!(
         r#"
@@ -360,7 +457,7 @@ format = "json"
                  history: GET /v1/alerts, `vigil alerts list`; as Prometheus rules: \
                  `vigil alerts export-prometheus`"
             );
-            Ok(())
+            review(&agent, &base, &truth, section)
         })();
         let _ = stop_tx.send(());
         let served = server
@@ -371,8 +468,23 @@ format = "json"
         Ok(())
     });
     result?;
+    let reviewed = work.join("reviewed");
+    super::review::run(
+        &server_ctx,
+        super::review::ReviewCommand::Export {
+            out: reviewed.clone(),
+            model: None,
+            val_share: 0.2,
+        },
+    )?;
+    println!(
+        "   the reviewed tiles as a training set: {} (vigil review export; train on it with \
+         `vigil train --data {}`)",
+        reviewed.display(),
+        reviewed.join("manifest.csv").display()
+    );
     section(
-        "11. The drift report (vigil drift report)",
+        "12. The drift report (vigil drift report)",
         "One page an engineer can read without knowing what MMD is: the verdict in words, each\n\
          signal against its threshold, reference-against-current plots of every image\n\
          statistic, drift over time, out-of-distribution distances, class shares.",

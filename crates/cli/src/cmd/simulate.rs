@@ -15,7 +15,6 @@ use vigil_engine::preprocess::{Limits, Pipeline};
 
 use super::Context;
 use crate::efficacy::{self, Detection, FalseAlarms};
-use crate::score::inputs;
 use crate::simulate::Change;
 
 /// Arguments of `vigil drift simulate`.
@@ -74,15 +73,11 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     })?)?;
     let model = files.get(MODEL_FILE).context("the bundle has no model")?;
     let manifest = b.manifest();
-    let mut images = Vec::new();
-    for arg in &args.data {
-        let mut found = inputs::collect(std::slice::from_ref(arg))?;
-        if let Some(split) = &args.split {
-            let keep = inputs::split_of(std::path::Path::new(arg))?;
-            found.retain(|i| keep.get(&i.name).is_some_and(|s| s == split));
-        }
-        images.extend(found);
-    }
+    let images = crate::reference::select(&crate::reference::ReferenceData {
+        inputs: &args.data,
+        split: args.split.as_deref(),
+        window: None,
+    })?;
     anyhow::ensure!(
         images.len() >= reference.drift.window,
         "{} images are fewer than one drift window ({})",

@@ -493,6 +493,18 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
         3.0,
         "the review verdict counter on /metrics"
     );
+    // Realised accuracy follows the keyboard verdicts: the share of them that kept the
+    // model's label, on the API and on /metrics.
+    let settled = store.settled("weldnet", None, None).await.unwrap();
+    assert_eq!(settled.len(), 3);
+    let kept = settled.iter().filter(|s| s.predicted == s.actual).count();
+    let expected = kept as f64 / 3.0;
+    let perf = json(send(&http, get("/v1/models/weldnet/performance")).await).await;
+    let realised = &perf["versions"]["1"]["realised"];
+    assert_eq!(realised["verdicts"], 3, "{perf}");
+    assert!((realised["accuracy"].as_f64().unwrap() - expected).abs() < 1e-12);
+    let mv = [("model", "weldnet"), ("version", "1")];
+    assert!((sample(&metrics, "vigil_review_realised_accuracy", &mv) - expected).abs() < 1e-12);
 
     c.goto(&format!("{base}/dashboard")).await.unwrap();
     assert!(text(&c, "main").await.contains("weldnet"));

@@ -113,8 +113,7 @@ pub fn build(
     Ok(profile)
 }
 
-/// The images of `data`, filtered by split when asked, in acquisition order
-/// ([`vigil_core::monitor::sort_by_acquisition`]).
+/// The images of `data`, filtered by split when asked, in the order given.
 pub(crate) fn select(data: &ReferenceData<'_>) -> anyhow::Result<Vec<Input>> {
     let mut all = Vec::new();
     for arg in data.inputs {
@@ -133,6 +132,5 @@ pub(crate) fn select(data: &ReferenceData<'_>) -> anyhow::Result<Vec<Input>> {
         }
         all.extend(found);
     }
-    vigil_core::monitor::sort_by_acquisition(&mut all, |i| i.name.as_str());
     Ok(all)
 }

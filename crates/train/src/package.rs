@@ -227,9 +227,8 @@ fn reference(
         return Ok(None);
     };
     let pipeline = Pipeline::new(manifest, Limits::default()).observing();
-    let mut val: Vec<&Sample> = data.val.iter().collect();
-    vigil_core::monitor::sort_by_acquisition(&mut val, |s| s.path.as_str());
-    let observations = val
+    let observations = data
+        .val
         .iter()
         .map(|s| vigil_engine::observe::observe(manifest, &pipeline, backend, &s.bytes, 64))
         .collect::<vigil_engine::Result<Vec<_>>>()?;

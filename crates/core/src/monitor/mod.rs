@@ -27,7 +27,7 @@ pub mod window;
 
 pub use reference::{
     DriftSettings, EmbeddingProfile, OodScorer, PredictionProfile, REFERENCE_FILE, ReferenceConfig,
-    ReferenceProfile, SignalThreshold, StatSample, sort_by_acquisition,
+    ReferenceProfile, SignalThreshold, StatSample,
 };
 pub use report::{DriftReport, render_html as render_drift_html};
 pub use stats::{ImageStats, STAT_DESCRIPTIONS, STAT_NAMES};

@@ -6,8 +6,7 @@
 //!
 //! [`ReferenceProfile::build`] takes observations of in-distribution images (typically the
 //! validation set run through the bundle) **in their natural order**: tiles of one film, films
-//! of one batch are adjacent, so neighbours are correlated ([`sort_by_acquisition`] puts
-//! files in that order by name, whatever class folder they were filed in).
+//! of one batch are adjacent, so neighbours are correlated.
 //!
 //! 1. **Split.** The observations are cut into stretches of one window (`window` images);
 //!    even stretches form the *reference part*, odd ones the *held-out part* (at most
@@ -809,18 +808,6 @@ pub(crate) fn check_embedding(index: usize, e: &[f32], dim: usize) -> Result<(),
     Ok(())
 }
 
-/// Puts images in the order a line acquires them, which [`ReferenceProfile::build`] needs
-/// (neighbours correlated, as live windows are): by file name, stably, ignoring folders. A
-/// dataset filed by class (`defect/FILM_x_y.png`, `no_defect/FILM_x_y.png`) otherwise
-/// alternates whole classes, so the reference and held-out stretches would hold different
-/// classes and the calibrated thresholds would not fit live windows, which mix them.
-pub fn sort_by_acquisition<T>(items: &mut [T], path: impl Fn(&T) -> &str) {
-    items.sort_by(|a, b| {
-        let name = |p: &str| p.rsplit(['/', '\\']).next().unwrap_or(p).to_owned();
-        name(path(a)).cmp(&name(path(b)))
-    });
-}
-
 /// Even stretches of `window` observations form the reference part, odd ones the held-out
 /// part (at most `max_holdout` observations: whole stretches, evenly spread).
 fn split(
@@ -1232,26 +1219,6 @@ mod window_choice_tests {
 mod tests {
     use super::super::synthetic::{DIM, Shift, config, labels, observations, profile};
     use super::*;
-
-    #[test]
-    fn acquisition_order_is_by_file_name_across_class_folders() {
-        let mut paths = vec![
-            "val/no_defect/RRT-22R_x0000_y0001.png",
-            "val/defect/RRT-22R_x0000_y0000.png",
-            "val/no_defect/RRT-106R_x0064_y0035.png",
-            "val\\defect\\RRT-106R_x0000_y0035.png",
-        ];
-        sort_by_acquisition(&mut paths, |p| p);
-        assert_eq!(
-            paths,
-            [
-                "val\\defect\\RRT-106R_x0000_y0035.png",
-                "val/no_defect/RRT-106R_x0064_y0035.png",
-                "val/defect/RRT-22R_x0000_y0000.png",
-                "val/no_defect/RRT-22R_x0000_y0001.png",
-            ]
-        );
-    }
     use crate::ErrorKind;
 
     #[test]

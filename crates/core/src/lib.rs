@@ -25,3 +25,4 @@ pub mod review;
 pub mod types;
 
 pub use error::ErrorKind;
+pub use plot::escape as escape_html;

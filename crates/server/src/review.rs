@@ -192,11 +192,16 @@ impl ReviewState {
             .verdicts
             .with_label_values(&[&v.model, &v.version, v.source.as_str(), agreement])
             .inc();
-        self.refresh(state, &v.model).await;
+        self.refresh_with(state, &v.model, Part::Realised).await;
     }
 
-    /// Refreshes the queue gauges and one model's performance gauges from the store.
+    /// Refreshes the queue gauges and one model's performance gauges (realised and
+    /// estimated) from the store.
     pub async fn refresh(&self, state: &AppState, model: &str) {
+        self.refresh_with(state, model, Part::Both).await;
+    }
+
+    async fn refresh_with(&self, state: &AppState, model: &str, part: Part) {
         match self.store.queue_summary(None).await {
             Ok(s) => {
                 for st in vigil_core::review::ItemState::ALL {
@@ -223,7 +228,7 @@ impl ReviewState {
         let Ok(name) = model.parse::<ModelName>() else {
             return;
         };
-        match performance(state, &name, None).await {
+        match performance_of(state, &name, None, part).await {
             Ok(p) => self.metrics.set_performance(&p),
             Err(e) => {
                 tracing::warn!(%model, error = ?e, "Realised performance could not be computed.");
@@ -480,18 +485,12 @@ pub(crate) async fn record_prediction(
     Ok(flags)
 }
 
-/// The queue item of a flagged answer.
-fn queue_item(
-    state: &AppState,
-    request_id: &str,
-    c: &Classified,
-    flags: &[Flag],
-    image: Option<&Bytes>,
-) -> NewReviewItem {
-    let labels: Vec<String> = state
+/// The labels of `model` as deployed now (empty when it is not deployed).
+pub(crate) fn deployed_labels(state: &AppState, model: &ModelName) -> Vec<String> {
+    state
         .infer()
         .deployments()
-        .get(&c.model)
+        .get(model)
         .map(|d| {
             d.manifest()
                 .model
@@ -500,7 +499,18 @@ fn queue_item(
                 .map(ToString::to_string)
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The queue item of a flagged answer.
+fn queue_item(
+    state: &AppState,
+    request_id: &str,
+    c: &Classified,
+    flags: &[Flag],
+    image: Option<&Bytes>,
+) -> NewReviewItem {
+    let labels = deployed_labels(state, &c.model);
     let tiles = (c.decisions.len() > 1).then(|| {
         serde_json::json!({
             "columns": c.grid.as_ref().map(|g| g.columns),
@@ -559,12 +569,29 @@ pub struct Performance {
     pub note: &'static str,
 }
 
+/// Which part of [`Performance`] to compute: after a verdict only the realised part moves
+/// (and the estimate reads the whole window of the prediction log, which is not free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Realised,
+    Both,
+}
+
 /// Realised performance from the verdicts settled since `since` (default: the performance
 /// window) and the estimate from the probabilities of the predictions logged since then.
 pub async fn performance(
     state: &AppState,
     model: &ModelName,
     since: Option<DateTime<Utc>>,
+) -> Result<Performance, ApiError> {
+    performance_of(state, model, since, Part::Both).await
+}
+
+async fn performance_of(
+    state: &AppState,
+    model: &ModelName,
+    since: Option<DateTime<Utc>>,
+    part: Part,
 ) -> Result<Performance, ApiError> {
     let review = state.review().ok_or_else(|| ApiError::Kind {
         kind: vigil_core::ErrorKind::Unavailable,
@@ -573,19 +600,7 @@ pub async fn performance(
     let window = chrono::Duration::from_std(review.config.performance_window)
         .unwrap_or(chrono::Duration::days(7));
     let since = since.unwrap_or_else(|| Utc::now() - window);
-    let labels: Vec<String> = state
-        .infer()
-        .deployments()
-        .get(model)
-        .map(|d| {
-            d.manifest()
-                .model
-                .labels
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels = deployed_labels(state, model);
     let settled = review
         .store
         .settled(model.as_str(), Some(since), None)
@@ -607,7 +622,7 @@ pub async fn performance(
             (v, p)
         })
         .collect();
-    if let Some(log) = state.monitor_store() {
+    if let Some(log) = state.monitor_store().filter(|_| part == Part::Both) {
         let mut q = vigil_store::PredictionQuery::model(model.as_str());
         q.since = Some(since);
         q.limit = 100_000;

@@ -218,6 +218,9 @@ fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> 
     Ok(drift)
 }
 
+/// Verdicts the demo's simulated inspector gives.
+const DEMO_SHIFT: usize = 300;
+
 /// The index of a streamed tile from its request id (`line-0042` → 42).
 fn tile_index(request_id: &str) -> Option<usize> {
     request_id.rsplit('-').next()?.parse().ok()
@@ -255,7 +258,8 @@ fn review(
     );
     let started = std::time::Instant::now();
     let mut done = 0usize;
-    loop {
+    // One shift's worth, most urgent first; the rest waits for the next inspector.
+    while done < DEMO_SHIFT {
         let mut r = agent
             .post(&format!("{base}/v1/review/claim"))
             .send_json(serde_json::json!({ "inspector": "demo-inspector" }))?;
@@ -275,9 +279,16 @@ fn review(
             }))?;
         done += 1;
     }
+    let left: Value = agent
+        .get(&format!("{base}/v1/review/queue?limit=1"))
+        .call()?
+        .body_mut()
+        .read_json()?;
     println!(
-        "   the inspector gave {done} verdicts ({:.1} s through the API)",
-        started.elapsed().as_secs_f64()
+        "   the inspector gave {done} verdicts, most urgent first ({:.1} s through the API); \
+         {} items wait for the next shift",
+        started.elapsed().as_secs_f64(),
+        left["summary"]["by_state"]["open"]
     );
     let p: Value = agent
         .get(&format!("{base}/v1/models/weldnet/performance"))
@@ -299,8 +310,9 @@ fn review(
                 perf["estimated"]["predictions"],
             );
             println!(
-                "     (the reviewed items are the hard ones, so realised accuracy on them is lower \
-                 than on all images; the estimate is only as good as the calibration)"
+                "     (the most urgent items are the images unlike the training images, most of\n\
+                 them from the simulated new detector: exactly where the model goes wrong, and\n\
+                 where its own confidence, the estimate, does not know it)"
             );
         }
     }

@@ -84,21 +84,9 @@ pub fn layout(title: &str, active: Nav, body: &str, extra_head: &str) -> Html<St
     ))
 }
 
-/// `text` escaped for HTML text and double-quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// `text` escaped for HTML text and double-quoted attribute values (the one escaping the
+/// drift report and the evaluation report use too).
+pub use vigil_core::escape_html as esc;
 
 /// A share in `[0, 1]` as a percentage with one decimal; `–` for `None` or a non-finite
 /// value.

@@ -372,25 +372,19 @@ async fn logged_labels(state: &AppState, request_id: &str) -> Result<Vec<String>
             "no prediction with request id {request_id:?} is in the log"
         ))
     })?;
-    let deployed = model_name(&record.model)
-        .ok()
-        .and_then(|m| state.infer().deployments().get(&m));
-    match deployed {
-        Some(d) if d.manifest().model.labels.len() == record.probabilities.len() => Ok(d
-            .manifest()
-            .model
-            .labels
-            .iter()
-            .map(ToString::to_string)
-            .collect()),
-        _ => Err(ApiError::Kind {
-            kind: vigil_core::ErrorKind::Conflict,
-            message: format!(
-                "the labels of {}:{} cannot be checked: deploy the model to give feedback on it",
-                record.model, record.version
-            ),
-        }),
+    let labels = model_name(&record.model)
+        .map(|m| crate::review::deployed_labels(state, &m))
+        .unwrap_or_default();
+    if !labels.is_empty() && labels.len() == record.probabilities.len() {
+        return Ok(labels);
     }
+    Err(ApiError::Kind {
+        kind: vigil_core::ErrorKind::Conflict,
+        message: format!(
+            "the labels of {}:{} cannot be checked: deploy the model to give feedback on it",
+            record.model, record.version
+        ),
+    })
 }
 
 /// Query of `GET /v1/models/{name}/performance`.

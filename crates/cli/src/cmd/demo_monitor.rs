@@ -495,6 +495,11 @@ format = "json"
         reviewed.display(),
         reviewed.join("manifest.csv").display()
     );
+    println!(
+        "   to work the rest of the queue yourself: run the demo with --keep DIR, then\n   \
+         VIGIL__STORE__DATA_DIR=DIR/monitoring vigil serve, and open \
+         http://127.0.0.1:8080/review (and /review/queue, /dashboard)"
+    );
     section(
         "12. The drift report (vigil drift report)",
         "One page an engineer can read without knowing what MMD is: the verdict in words, each\n\

@@ -2,7 +2,7 @@
 //! confidence and out-of-distribution share (from the runtime's monitor, as `GET
 //! /v1/models/{name}/monitoring` has them), its drift statistics over time (the monitoring
 //! store's drift windows, as one [`chart::line_chart`]), realised against estimated accuracy,
-//! and the recent alerts.
+//! the registry's models with their versions and aliases, and the recent alerts.
 
 use std::fmt::Write as _;
 
@@ -36,6 +36,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Html<String> {
     for d in &deployments {
         body.push_str(&model_section(&state, d).await);
     }
+    body.push_str(&registry_section(&state).await);
     body.push_str(&alerts_section(&state).await);
     layout("Dashboard", Nav::Dashboard, &body, "")
 }
@@ -183,6 +184,51 @@ async fn drift_chart(state: &AppState, model: &str) -> String {
 }
 
 /// Active alerts and the latest notifications.
+/// The registry's models: versions, the latest, and where each alias points.
+async fn registry_section(state: &AppState) -> String {
+    let Some(registry) = state.registry() else {
+        return String::new();
+    };
+    let mut s = String::from(r#"<section class="card"><header><h2>Registry</h2></header>"#);
+    match registry.list_models().await {
+        Ok(models) if models.is_empty() => s.push_str(&notice(
+            "info",
+            "The registry holds no model yet (<code>vigil models push</code>).",
+        )),
+        Ok(models) => {
+            s.push_str(r#"<table class="grid-table"><thead><tr><th>model</th><th class="num">versions</th><th>latest</th><th>aliases</th><th>last change</th></tr></thead><tbody>"#);
+            let now = Utc::now();
+            for m in &models {
+                let aliases: Vec<String> = m
+                    .aliases
+                    .iter()
+                    .map(|(a, v)| format!("{} → {}", esc(a), esc(v.as_str())))
+                    .collect();
+                let _ = write!(
+                    s,
+                    r#"<tr><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                    esc(m.name.as_str()),
+                    m.versions,
+                    m.latest.as_ref().map_or("–".into(), |v| esc(v.as_str())),
+                    if aliases.is_empty() {
+                        "–".to_owned()
+                    } else {
+                        aliases.join(", ")
+                    },
+                    age(m.updated_at, now),
+                );
+            }
+            s.push_str("</tbody></table>");
+        }
+        Err(e) => s.push_str(&notice(
+            "error",
+            &format!("The registry cannot be read: {}", esc(&e.to_string())),
+        )),
+    }
+    s.push_str("</section>");
+    s
+}
+
 async fn alerts_section(state: &AppState) -> String {
     let mut s = String::from(r#"<section class="card"><header><h2>Alerts</h2></header>"#);
     let Some(handle) = state.alerting() else {

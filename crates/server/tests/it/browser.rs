@@ -224,7 +224,9 @@ async fn serve(dir: &Path) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
         infer.metrics().registry(),
     )
     .unwrap();
+    let registry = crate::promote::registry(&dir.join("registry")).await;
     let state = AppState::new(infer, HttpLimits::default())
+        .with_registry(registry)
         .with_monitoring(monitor_store.clone(), log)
         .with_review(review_state);
     vigil_server::deploy(&state, bundle("1")).await.unwrap();
@@ -514,6 +516,10 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
             .contains("estimated (from confidence, no verdicts)")
     );
     assert!(text(&c, "main").await.contains("1 waiting for review"));
+    assert!(
+        text(&c, "main").await.contains("production → 1.0.0"),
+        "the registry's aliases"
+    );
     assert!(
         c.find_all(Locator::Css("svg.chart polyline"))
             .await

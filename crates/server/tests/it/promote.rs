@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// A registry in `dir` holding weldnet 1.0.0 and 2.0.0 (and 3.0.0 whose golden check fails),
 /// with `production` on 1.0.0.
-async fn registry(dir: &std::path::Path) -> Arc<dyn vigil_store::Registry> {
+pub(crate) async fn registry(dir: &std::path::Path) -> Arc<dyn vigil_store::Registry> {
     let registry = vigil_store::open(&vigil_store::OpenOptions::new(dir.join("data")))
         .await
         .unwrap();

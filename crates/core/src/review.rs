@@ -266,6 +266,19 @@ impl ItemState {
     pub fn needs_inspector(self) -> bool {
         self != ItemState::Done
     }
+
+    /// The states a listing filter names: `needs_inspector` (all but done), `all` (empty:
+    /// no filter), or one state's name.
+    pub fn filter(name: &str) -> Result<Vec<ItemState>, String> {
+        match name {
+            "needs_inspector" => Ok(ItemState::ALL
+                .into_iter()
+                .filter(|s| s.needs_inspector())
+                .collect()),
+            "all" => Ok(Vec::new()),
+            other => Ok(vec![other.parse::<ItemState>()?]),
+        }
+    }
 }
 
 impl std::fmt::Display for ItemState {
@@ -569,6 +582,10 @@ mod tests {
             assert_eq!(s.as_str().parse::<ItemState>().unwrap(), s);
         }
         assert!("nope".parse::<Flag>().is_err());
+        assert_eq!(ItemState::filter("needs_inspector").unwrap().len(), 3);
+        assert!(ItemState::filter("all").unwrap().is_empty());
+        assert_eq!(ItemState::filter("done").unwrap(), vec![ItemState::Done]);
+        assert!(ItemState::filter("closed").is_err());
         assert!("when_overturned".parse::<SecondOpinion>().is_ok());
     }
 

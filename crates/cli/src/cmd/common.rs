@@ -23,6 +23,21 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
     Ok(rt.block_on(f))
 }
 
+/// A temporary folder beside `out` (same file system, so the finished result is renamed
+/// into place at once and an interrupted command leaves nothing half-written at `out`).
+pub fn staging_dir(out: &std::path::Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))
+}
+
 /// Opens the registry in the configured data directory.
 pub async fn open_registry(ctx: &Context) -> anyhow::Result<Arc<dyn Registry>> {
     let data_dir = ctx.config.data_dir()?;

@@ -386,16 +386,7 @@ pub fn write_pulled(files: &vigil_store::BundleFiles, out: &Path) -> anyhow::Res
     }
     let name = out.to_string_lossy();
     let archive = name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz");
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".vigil-pull-")
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    let staging = super::common::staging_dir(out, ".vigil-pull-")?;
     let root = staging.path();
     std::fs::write(root.join(MANIFEST_FILE), &files.manifest_bytes)?;
     if let Some(sig) = &files.signature {

@@ -99,18 +99,7 @@ async fn list(
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let states = match state {
-        "needs_inspector" => ItemState::ALL
-            .into_iter()
-            .filter(|s| s.needs_inspector())
-            .collect(),
-        "all" => Vec::new(),
-        other => vec![
-            other
-                .parse::<ItemState>()
-                .map_err(crate::config::ConfigError::Invalid)?,
-        ],
-    };
+    let states = ItemState::filter(state).map_err(crate::config::ConfigError::Invalid)?;
     let items = store
         .review_items(&ReviewQuery {
             model,
@@ -212,16 +201,7 @@ async fn export(
             limit: 0,
         })
         .await?;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".vigil-export-")
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
+    let tmp = super::common::staging_dir(out, ".vigil-export-")?;
     let mut manifest = String::from("path,label,split,sha256\n");
     let mut provenance = Vec::new();
     let mut skipped = 0usize;

@@ -99,14 +99,8 @@ pub async fn queue(
     Query(q): Query<QueueQuery>,
 ) -> Result<Json<QueueResponse>, ApiError> {
     let r = review(&state)?;
-    let states = match q.state.as_deref().unwrap_or("needs_inspector") {
-        "needs_inspector" => ItemState::ALL
-            .into_iter()
-            .filter(|s| s.needs_inspector())
-            .collect(),
-        "all" => Vec::new(),
-        other => vec![other.parse::<ItemState>().map_err(ApiError::invalid)?],
-    };
+    let states = ItemState::filter(q.state.as_deref().unwrap_or("needs_inspector"))
+        .map_err(ApiError::invalid)?;
     let query = ReviewQuery {
         model: q.model.clone(),
         states,

@@ -24,6 +24,11 @@ pub struct ReferenceData<'a> {
     pub split: Option<&'a str>,
     /// Images per drift window; `None`: 200, or what the images allow.
     pub window: Option<usize>,
+    /// Images for the image statistics alone (every row of a manifest, any split; empty:
+    /// `inputs`). See `ReferenceProfile::build_with_image_stats`.
+    pub stats_from: &'a [String],
+    /// Run length of the calibration's block resampling; `None`: the default (25).
+    pub block_length: Option<usize>,
 }
 
 /// Whether `arg` names an existing reference profile to include as is (a `.json` file).
@@ -46,39 +51,27 @@ pub fn build(
     let images = select(data)?;
     let mut backend = vigil_engine::load(model, manifest, engine)?;
     let pipeline = Pipeline::new(manifest, Limits::default()).observing();
-    let bar = ProgressBar::new(images.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("reference {bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut observations: Vec<Observation> = Vec::with_capacity(images.len());
-    let mut skipped = 0usize;
-    for input in &images {
-        bar.inc(1);
-        let bytes = match std::fs::read(&input.path) {
-            Ok(b) => b,
-            Err(e) => {
-                skipped += 1;
-                bar.suspend(|| tracing::warn!(image = %input.name, error = %e, "Skipped."));
-                continue;
-            }
-        };
-        match vigil_engine::observe::observe(manifest, &pipeline, backend.as_mut(), &bytes, 16) {
-            Ok(o) => observations.push(o),
-            Err(e) => {
-                skipped += 1;
-                bar.suspend(|| tracing::warn!(image = %input.name, error = %e, "Skipped."));
-            }
-        }
-    }
-    bar.finish_and_clear();
+    let mut observe = |images: &[Input], what: &str| {
+        observe_all(manifest, &pipeline, backend.as_mut(), images, what)
+    };
+    let (observations, skipped) = observe(&images, "reference")?;
+    let stat_images = if data.stats_from.is_empty() {
+        None
+    } else {
+        let all = select(&ReferenceData {
+            inputs: data.stats_from,
+            split: None,
+            ..data.clone()
+        })?;
+        Some(observe(&all, "image statistics")?)
+    };
     let labels: Vec<String> = manifest
         .model
         .labels
         .iter()
         .map(ToString::to_string)
         .collect();
-    let source = format!(
+    let mut source = format!(
         "{}{} ({} images{})",
         data.inputs.join(", "),
         data.split.map_or(String::new(), |s| format!(" split {s}")),
@@ -89,6 +82,13 @@ pub fn build(
             String::new()
         }
     );
+    if let Some((stats, _)) = &stat_images {
+        source.push_str(&format!(
+            "; image statistics from {} ({} images)",
+            data.stats_from.join(", "),
+            stats.len()
+        ));
+    }
     let cfg = match data.window {
         Some(window) => ReferenceConfig {
             window,
@@ -101,16 +101,65 @@ pub fn build(
             )
         })?,
     };
-    let profile = ReferenceProfile::build(&observations, &labels, &source, &cfg)
-        .context("cannot build the reference profile")?;
+    let cfg = ReferenceConfig {
+        block_length: data.block_length.map_or(cfg.block_length, |b| b.min(cfg.window)),
+        ..cfg
+    };
+    let profile = match &stat_images {
+        None => ReferenceProfile::build(&observations, &labels, &source, &cfg),
+        Some((stats, _)) => {
+            ReferenceProfile::build_with_image_stats(&observations, stats, &labels, &source, &cfg)
+        }
+    }
+    .context("cannot build the reference profile")?;
     tracing::info!(
         images = observations.len(),
+        stat_images = stat_images.as_ref().map(|(s, _)| s.len()),
         skipped,
         window = profile.drift.window,
         embeddings = profile.embedding.is_some(),
         "Reference profile built."
     );
     Ok(profile)
+}
+
+/// Observes `images` as serving does, with a progress bar; images that cannot be read or
+/// decoded are skipped with a warning and counted.
+fn observe_all(
+    manifest: &Manifest,
+    pipeline: &Pipeline,
+    backend: &mut dyn vigil_engine::Backend,
+    images: &[Input],
+    what: &str,
+) -> anyhow::Result<(Vec<Observation>, usize)> {
+    let bar = ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} images  {{per_sec}}  eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut observations: Vec<Observation> = Vec::with_capacity(images.len());
+    let mut skipped = 0usize;
+    for input in images {
+        bar.inc(1);
+        let observed = std::fs::read(&input.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                Ok(vigil_engine::observe::observe(
+                    manifest, pipeline, backend, &bytes, 16,
+                )?)
+            });
+        match observed {
+            Ok(o) => observations.push(o),
+            Err(e) => {
+                skipped += 1;
+                bar.suspend(|| tracing::warn!(image = %input.name, error = %e, "Skipped."));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok((observations, skipped))
 }
 
 /// The images of `data`, filtered by split when asked, in the order given.

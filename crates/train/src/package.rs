@@ -210,9 +210,14 @@ pub fn package(input: PackageInput<'_>, out: &Path) -> Result<(Bundle, TrainRepo
     Ok((writer.write(out)?, report))
 }
 
-/// The reference profile for monitoring, from the validation images (which the model did
-/// not learn from), observed exactly as `vigil serve` observes live images. `None` (with a
-/// warning) when validation is too small to calibrate drift windows.
+/// The reference profile for monitoring. The model's signals (embeddings, predictions,
+/// confidence) come from the validation images, which the model did not learn from; the
+/// image statistics from every image, training films included, since they do not depend on
+/// the model and a few validation films show too little of how films differ. Tiles of one
+/// film are correlated over the whole film, longer than a window, so the thresholds are
+/// calibrated on contiguous windows (`block_length` = the window). Every image is observed
+/// exactly as `vigil serve` observes live images. `None` (with a warning) when validation
+/// is too small to calibrate drift windows.
 fn reference(
     manifest: &Manifest,
     backend: &mut dyn vigil_engine::Backend,
@@ -226,12 +231,20 @@ fn reference(
         );
         return Ok(None);
     };
+    let cfg = ReferenceConfig {
+        block_length: cfg.window,
+        ..cfg
+    };
     let pipeline = Pipeline::new(manifest, Limits::default()).observing();
-    let observations = data
-        .val
-        .iter()
-        .map(|s| vigil_engine::observe::observe(manifest, &pipeline, backend, &s.bytes, 64))
-        .collect::<vigil_engine::Result<Vec<_>>>()?;
+    let mut observe = |samples: &[Sample]| {
+        samples
+            .iter()
+            .map(|s| vigil_engine::observe::observe(manifest, &pipeline, backend, &s.bytes, 64))
+            .collect::<vigil_engine::Result<Vec<_>>>()
+    };
+    let observations = observe(&data.val)?;
+    let mut images = observe(&data.train)?;
+    images.extend(observations.iter().cloned());
     let labels: Vec<String> = manifest
         .model
         .labels
@@ -239,11 +252,12 @@ fn reference(
         .map(ToString::to_string)
         .collect();
     let source = format!(
-        "validation split of {} ({} images)",
+        "validation split of {} ({} images); image statistics from all its images ({})",
         data.source.display(),
-        observations.len()
+        observations.len(),
+        images.len()
     );
-    ReferenceProfile::build(&observations, &labels, &source, &cfg)
+    ReferenceProfile::build_with_image_stats(&observations, &images, &labels, &source, &cfg)
         .map(Some)
         .map_err(|e| Error::Config(format!("cannot build the reference profile: {e}")))
 }

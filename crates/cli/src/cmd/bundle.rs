@@ -84,6 +84,19 @@ pub struct ReferenceArgs {
     /// (default: 200, or the largest multiple of 25 the images allow).
     #[arg(long, value_name = "N")]
     pub window: Option<usize>,
+    /// Images for the image-statistic signals alone (brightness, contrast, sharpness,
+    /// noise, ...), every row of a manifest whatever its split: give every film there is,
+    /// training films included. The statistics do not depend on the model, and a few
+    /// validation films show too little of how films differ, so thresholds calibrated on
+    /// them alarm whenever a window holds mostly one film. Default: --data.
+    #[arg(long, num_args = 1.., value_name = "DATA")]
+    pub stats_data: Vec<String>,
+    /// Consecutive images that are correlated (one film's tiles, one batch's parts): the
+    /// thresholds are calibrated on windows made of runs this long, so that they vary as
+    /// much as live windows do. A value of the window or more calibrates on contiguous
+    /// windows, right when one film fills a window (default: 25).
+    #[arg(long, value_name = "N")]
+    pub block_length: Option<usize>,
     /// Where to write the new bundle (a folder, or an archive: .tar, .tar.gz, .tgz).
     #[arg(long, short, value_name = "PATH")]
     pub out: PathBuf,
@@ -146,6 +159,15 @@ pub struct CreateArgs {
     /// (default: 200, or the largest multiple of 25 the images allow).
     #[arg(long, value_name = "N")]
     pub reference_window: Option<usize>,
+    /// Images for the image-statistic signals alone, every row of a manifest whatever its
+    /// split (as `bundle reference --stats-data`): every film there is, training films
+    /// included. Default: --reference.
+    #[arg(long, num_args = 1.., value_name = "DATA", requires = "reference")]
+    pub reference_stats: Vec<String>,
+    /// Consecutive reference images that are correlated (as `bundle reference
+    /// --block-length`; default 25).
+    #[arg(long, value_name = "N", requires = "reference")]
+    pub reference_block_length: Option<usize>,
     /// An evaluation report (report.json) to include.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -491,9 +513,13 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
         ctx,
         &manifest,
         &model,
-        &args.reference,
-        args.reference_split.as_deref(),
-        args.reference_window,
+        &crate::reference::ReferenceData {
+            inputs: &args.reference,
+            split: args.reference_split.as_deref(),
+            window: args.reference_window,
+            stats_from: &args.reference_stats,
+            block_length: args.reference_block_length,
+        },
     )? {
         writer.add_file(REFERENCE_FILE, bytes)?;
     }
@@ -523,30 +549,23 @@ fn reference_bytes(
     ctx: &Context,
     manifest: &Manifest,
     model: &[u8],
-    args: &[String],
-    split: Option<&str>,
-    window: Option<usize>,
+    data: &crate::reference::ReferenceData<'_>,
 ) -> anyhow::Result<Option<Vec<u8>>> {
     use vigil_core::monitor::ReferenceProfile;
-    match args {
+    match data.inputs {
         [] => Ok(None),
         [one] if crate::reference::is_profile_file(one) => {
+            anyhow::ensure!(
+                data.stats_from.is_empty(),
+                "image statistics images apply when the profile is computed from images, not to {one}, which is included as is"
+            );
             let bytes = std::fs::read(one).with_context(|| format!("cannot read {one}"))?;
             ReferenceProfile::from_json(&bytes)
                 .with_context(|| format!("{one} is not a reference profile"))?;
             Ok(Some(bytes))
         }
-        data => {
-            let profile = crate::reference::build(
-                manifest,
-                model,
-                &ctx.config.engine(),
-                &crate::reference::ReferenceData {
-                    inputs: data,
-                    split,
-                    window,
-                },
-            )?;
+        _ => {
+            let profile = crate::reference::build(manifest, model, &ctx.config.engine(), data)?;
             Ok(Some(profile.to_json()?))
         }
     }
@@ -566,9 +585,13 @@ fn rebuild_reference(ctx: &Context, args: &ReferenceArgs) -> anyhow::Result<Bund
         ctx,
         b.manifest(),
         model,
-        &args.data,
-        args.split.as_deref(),
-        args.window,
+        &crate::reference::ReferenceData {
+            inputs: &args.data,
+            split: args.split.as_deref(),
+            window: args.window,
+            stats_from: &args.stats_data,
+            block_length: args.block_length,
+        },
     )?
     .context("no reference data given")?;
     if b.signature()?.is_some() {

@@ -137,6 +137,8 @@ fn create_args(
         reference: Vec::new(),
         reference_split: None,
         reference_window: None,
+        reference_stats: Vec::new(),
+        reference_block_length: None,
         report: None,
         description: format!("Weld tile classifier, demo release {version}"),
         trainer: "external".into(),

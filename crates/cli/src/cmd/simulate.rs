@@ -77,6 +77,8 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         inputs: &args.data,
         split: args.split.as_deref(),
         window: None,
+        stats_from: &[],
+        block_length: None,
     })?;
     anyhow::ensure!(
         images.len() >= reference.drift.window,

@@ -217,6 +217,10 @@ pub struct ReferenceProfile {
     pub source: String,
     /// Observations the profile was built from (reference and held-out parts together).
     pub images: usize,
+    /// Images the image-statistic samples and thresholds came from, when they are not the
+    /// same as the model's observations (see [`ReferenceProfile::build_with_image_stats`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat_images: Option<usize>,
     /// The bundle's labels, in its order.
     pub labels: Vec<String>,
     /// One sample per statistic, in the order of [`STAT_NAMES`]; `None` when the
@@ -308,6 +312,10 @@ pub struct DriftSettings {
     pub validation_windows: usize,
     /// Held-out observations the windows were resampled from.
     pub holdout: usize,
+    /// Held-out images the image-statistic windows were resampled from, when the statistics
+    /// came from other images than the model's observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat_holdout: Option<usize>,
     /// The resampling seed.
     pub seed: u64,
     /// Share of validation windows on which any signal alarmed (the family-wise rate; 0 when
@@ -401,6 +409,44 @@ impl ReferenceProfile {
         source: &str,
         cfg: &ReferenceConfig,
     ) -> Result<ReferenceProfile, MonitorError> {
+        Self::build_parts(observations, None, labels, source, cfg)
+    }
+
+    /// Like [`ReferenceProfile::build`], with the image statistics' samples and thresholds
+    /// taken from `images` (also in acquisition order) instead of `observations`; the
+    /// embedding and prediction signals still come from `observations`.
+    ///
+    /// Image statistics (brightness, contrast, sharpness, noise, ...) do not depend on the
+    /// model, so they can be calibrated on every film there is, the training films
+    /// included, while the model's signals need images the model did not learn from. The
+    /// statistics vary from film to film, and a validation split of two or three films
+    /// shows too little of that variation: thresholds calibrated on it alarm whenever a
+    /// window holds mostly one film. Only `stats` of `images` is used; every image must
+    /// carry it, and at least [`ReferenceConfig::min_observations`] are needed.
+    ///
+    /// The family's validated false-alarm rate then combines the two parts' resampled
+    /// windows index by index, as if they were independent.
+    ///
+    /// Errors: those of [`ReferenceProfile::build`]; `images` without statistics
+    /// ([`MonitorError::Incomplete`]), too few of them, or non-finite values; `observations`
+    /// without statistics.
+    pub fn build_with_image_stats(
+        observations: &[Observation],
+        images: &[Observation],
+        labels: &[String],
+        source: &str,
+        cfg: &ReferenceConfig,
+    ) -> Result<ReferenceProfile, MonitorError> {
+        Self::build_parts(observations, Some(images), labels, source, cfg)
+    }
+
+    fn build_parts(
+        observations: &[Observation],
+        images: Option<&[Observation]>,
+        labels: &[String],
+        source: &str,
+        cfg: &ReferenceConfig,
+    ) -> Result<ReferenceProfile, MonitorError> {
         cfg.validate()?;
         if observations.is_empty() {
             return Err(MonitorError::Empty {
@@ -418,10 +464,18 @@ impl ReferenceProfile {
                 window: cfg.window,
             });
         }
+        if let Some(images) = images {
+            check_stat_images(images, parts.stats, cfg)?;
+        }
+        let stat_source = images.unwrap_or(observations);
         let (reference, holdout) = split(observations, cfg.window, cfg.max_holdout);
+        let (stat_reference, stat_holdout) = match images {
+            Some(images) => split(images, cfg.window, cfg.max_holdout),
+            None => (reference.clone(), holdout.clone()),
+        };
         let stats = parts
             .stats
-            .then(|| stat_samples(&reference, cfg.stat_sample));
+            .then(|| stat_samples(&stat_reference, cfg.stat_sample));
         let embedding = parts
             .dim
             .map(|dim| embedding_profile(&reference, dim, cfg))
@@ -430,6 +484,7 @@ impl ReferenceProfile {
             format: FORMAT,
             source: source.to_string(),
             images: observations.len(),
+            stat_images: images.map(<[Observation]>::len),
             labels: labels.to_vec(),
             stats,
             embedding,
@@ -443,12 +498,21 @@ impl ReferenceProfile {
                 calibration_windows: cfg.calibration_windows,
                 validation_windows: cfg.validation_windows,
                 holdout: holdout.len(),
+                stat_holdout: images.map(|_| stat_holdout.len()),
                 seed: cfg.seed,
                 false_alarm_rate: 0.0,
                 thresholds: Vec::new(),
             },
         };
-        calibrate_thresholds(&mut profile, observations, &holdout, cfg)?;
+        calibrate_thresholds(
+            &mut profile,
+            stat_source,
+            &Parted {
+                model: &holdout,
+                stats: &stat_holdout,
+            },
+            cfg,
+        )?;
         profile.validate()?;
         Ok(profile)
     }
@@ -761,6 +825,43 @@ fn check_observations(observations: &[Observation], labels: usize) -> Result<Par
     Ok(parts)
 }
 
+/// Images for the image statistics alone: every one carries finite statistics, and there
+/// are enough of them to split and calibrate.
+fn check_stat_images(
+    images: &[Observation],
+    observations_have_stats: bool,
+    cfg: &ReferenceConfig,
+) -> Result<(), MonitorError> {
+    if !observations_have_stats {
+        return Err(MonitorError::Incomplete {
+            index: 0,
+            part: "stats",
+        });
+    }
+    if images.len() < cfg.min_observations() {
+        return Err(MonitorError::TooFewObservations {
+            needed: cfg.min_observations(),
+            got: images.len(),
+            window: cfg.window,
+        });
+    }
+    for (index, o) in images.iter().enumerate() {
+        let Some(s) = &o.stats else {
+            return Err(MonitorError::Incomplete {
+                index,
+                part: "stats",
+            });
+        };
+        if s.values().iter().any(|v| !v.is_finite()) {
+            return Err(MonitorError::NonFinite {
+                index,
+                what: "image statistic",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Probabilities match the labels, the predicted index is a label, confidence is finite.
 pub(crate) fn check_prediction(
     index: usize,
@@ -999,13 +1100,20 @@ fn is_fixed(observations: &[Observation], i: usize) -> bool {
     }
 }
 
+/// The held-out parts: the model's observations, and the images the statistics came from
+/// (the same ones unless the profile took its statistics from other images).
+struct Parted<'a> {
+    model: &'a [&'a Observation],
+    stats: &'a [&'a Observation],
+}
+
 fn calibrate_thresholds(
     profile: &mut ReferenceProfile,
-    observations: &[Observation],
-    holdout: &[&Observation],
+    stat_source: &[Observation],
+    holdout: &Parted<'_>,
     cfg: &ReferenceConfig,
 ) -> Result<(), MonitorError> {
-    let signals = signals_of(profile, observations);
+    let signals = signals_of(profile, stat_source);
     let m = signals.iter().filter(|(_, c)| *c).count().max(1);
     let signal_alpha = cfg.alpha / m as f64;
     let needed = (1.0 / signal_alpha - 1.0 - 1e-9).ceil() as usize;
@@ -1020,13 +1128,19 @@ fn calibrate_thresholds(
     }
     let data = Holdout {
         stats: holdout
+            .stats
             .iter()
             .map(|o| o.stats.map_or([0.0; 9], |s| s.values()))
             .collect(),
-        confidence: holdout.iter().map(|o| f64::from(o.confidence)).collect(),
-        predicted: holdout.iter().map(|o| o.predicted).collect(),
+        confidence: holdout
+            .model
+            .iter()
+            .map(|o| f64::from(o.confidence))
+            .collect(),
+        predicted: holdout.model.iter().map(|o| o.predicted).collect(),
         mmd: profile.embedding.as_ref().map(|e| {
             let held: Vec<&[f32]> = holdout
+                .model
                 .iter()
                 .filter_map(|o| o.embedding.as_deref())
                 .collect();
@@ -1043,7 +1157,8 @@ fn calibrate_thresholds(
         },
         validation_windows: cfg.validation_windows,
     };
-    let positions: Vec<usize> = (0..holdout.len()).collect();
+    let positions: Vec<usize> = (0..holdout.model.len()).collect();
+    let stat_positions: Vec<usize> = (0..holdout.stats.len()).collect();
     let mut thresholds = Vec::with_capacity(signals.len());
     // Per validation window: whether any signal alarmed. The same seed draws the same
     // windows for every signal, so the flags line up.
@@ -1060,7 +1175,11 @@ fn calibrate_thresholds(
             continue;
         }
         let mut seen = Vec::with_capacity(cfg.calibration_windows + cfg.validation_windows);
-        let c = calibrate(&positions, &config, |_rest, window| {
+        let drawn_from = match signal {
+            Signal::Stat(_) => &stat_positions,
+            _ => &positions,
+        };
+        let c = calibrate(drawn_from, &config, |_rest, window| {
             let s = data.statistic(profile, signal, window)?;
             seen.push(s);
             Ok(s)
@@ -1368,6 +1487,74 @@ mod tests {
             .collect();
         assert_eq!(names, ["predictions.classes", "predictions.confidence"]);
         assert!((p.drift.signal_alpha - 0.025).abs() < 1e-12);
+    }
+
+    #[test]
+    fn image_statistics_can_come_from_other_images() {
+        let obs = observations(7, 800, DIM, Shift::NONE);
+        // More films, brighter ones: the statistics follow them, the model's signals do not.
+        let brighter = Shift {
+            brightness: 0.2,
+            ..Shift::NONE
+        };
+        let images = observations(11, 1200, DIM, brighter);
+        let p =
+            ReferenceProfile::build_with_image_stats(&obs, &images, &labels(), "t", &config())
+                .unwrap();
+        let plain = profile();
+        assert_eq!(p.stat_images, Some(1200));
+        assert_eq!(p.images, 800);
+        assert_eq!(p.drift.stat_holdout, Some(600));
+        assert_eq!(p.drift.holdout, plain.drift.holdout);
+        let mean = |p: &ReferenceProfile| p.stats.as_ref().unwrap()[0].median();
+        assert!((mean(&p) - 0.7).abs() < 0.03, "{}", mean(&p));
+        assert!((mean(&plain) - 0.5).abs() < 0.03, "{}", mean(&plain));
+        assert_eq!(p.embedding, plain.embedding);
+        assert_eq!(p.predictions, plain.predictions);
+        let threshold = |p: &ReferenceProfile, name: &str| {
+            p.drift
+                .thresholds
+                .iter()
+                .find(|t| t.signal == name)
+                .unwrap()
+                .threshold
+        };
+        assert_eq!(
+            threshold(&p, "embedding.mmd"),
+            threshold(&plain, "embedding.mmd")
+        );
+        // A window of the model's (darker) observations now drifts on brightness alone.
+        let window = observations(21, 40, DIM, Shift::NONE);
+        let r = super::super::evaluate(&p, &window, 1).unwrap();
+        assert!(r.drifted.contains(&"stat.mean".to_string()), "{r:?}");
+        assert!(!r.drifted.contains(&"embedding.mmd".to_string()), "{r:?}");
+        // The new fields round-trip; a profile without them still parses.
+        let back = ReferenceProfile::from_json(&p.to_json().unwrap()).unwrap();
+        assert_eq!(back, p);
+        let old = plain.to_json().unwrap();
+        assert!(!String::from_utf8_lossy(&old).contains("stat_images"));
+        assert_eq!(ReferenceProfile::from_json(&old).unwrap().stat_images, None);
+    }
+
+    #[test]
+    fn image_statistics_from_other_images_are_checked() {
+        let obs = observations(7, 800, DIM, Shift::NONE);
+        let mut images = observations(11, 800, DIM, Shift::NONE);
+        images[5].stats = None;
+        let e = ReferenceProfile::build_with_image_stats(&obs, &images, &labels(), "t", &config())
+            .unwrap_err();
+        assert!(e.to_string().contains("stats"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        let few = &observations(11, 100, DIM, Shift::NONE);
+        let e = ReferenceProfile::build_with_image_stats(&obs, few, &labels(), "t", &config())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        let mut bare = obs.clone();
+        bare.iter_mut().for_each(|o| o.stats = None);
+        let images = observations(11, 800, DIM, Shift::NONE);
+        let e = ReferenceProfile::build_with_image_stats(&bare, &images, &labels(), "t", &config())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     }
 
     #[test]

@@ -112,6 +112,33 @@ fn tally(names: impl IntoIterator<Item = String>) -> Vec<(String, usize)> {
     v
 }
 
+/// The in-distribution stream of [`false_alarms`]: `images` observations of `pool` in runs
+/// of `block`, and the end (exclusive) of every window evaluated on it, a window of
+/// `reference.drift.window` every `reference.drift.every` images.
+pub(crate) fn in_distribution_stream(
+    reference: &ReferenceProfile,
+    pool: &[Observation],
+    images: usize,
+    block: usize,
+    seed: u64,
+) -> anyhow::Result<(Vec<Observation>, Vec<usize>)> {
+    let (w, every) = (reference.drift.window, reference.drift.every.max(1));
+    anyhow::ensure!(
+        pool.len() >= w,
+        "{} images are fewer than one window ({w})",
+        pool.len()
+    );
+    let mut rng = Rng(seed);
+    let stream = block_stream(pool, images, block, &mut rng);
+    let ends = (w..=stream.len()).step_by(every).collect();
+    Ok((stream, ends))
+}
+
+/// The seed [`false_alarms`] evaluates the window ending at `end` with.
+pub(crate) fn in_distribution_seed(seed: u64, end: usize) -> u64 {
+    seed ^ end as u64
+}
+
 /// Streams `images` in-distribution observations and counts alarms.
 pub fn false_alarms(
     reference: &ReferenceProfile,
@@ -121,20 +148,17 @@ pub fn false_alarms(
     seed: u64,
     progress: &dyn Fn(usize, usize),
 ) -> anyhow::Result<FalseAlarms> {
-    let (w, every) = (reference.drift.window, reference.drift.every.max(1));
-    anyhow::ensure!(
-        pool.len() >= w,
-        "{} images are fewer than one window ({w})",
-        pool.len()
-    );
-    let mut rng = Rng(seed);
-    let stream = block_stream(pool, images, block, &mut rng);
+    let w = reference.drift.window;
+    let (stream, ends) = in_distribution_stream(reference, pool, images, block, seed)?;
     let (mut evaluations, mut alarming, mut alerts, mut in_alert) = (0, 0, 0, false);
     let mut signals = Vec::new();
-    let ends: Vec<usize> = (w..=stream.len()).step_by(every).collect();
     for (i, &end) in ends.iter().enumerate() {
         progress(i, ends.len());
-        let r = evaluate(reference, &stream[end - w..end], seed ^ end as u64)?;
+        let r = evaluate(
+            reference,
+            &stream[end - w..end],
+            in_distribution_seed(seed, end),
+        )?;
         evaluations += 1;
         if r.drift {
             alarming += 1;
@@ -156,6 +180,31 @@ pub fn false_alarms(
     })
 }
 
+/// `count` windows of `window` changed observations each, drawn as [`detection`] draws the
+/// changed part of its streams (runs of `block` consecutive ones from random starts, the
+/// generator seeded as there), each with the seed to evaluate it with.
+pub(crate) fn changed_windows(
+    changed: &[Observation],
+    window: usize,
+    count: usize,
+    block: usize,
+    seed: u64,
+) -> Vec<(Vec<Observation>, u64)> {
+    let mut rng = Rng(detection_rng_seed(seed));
+    (0..count)
+        .map(|k| {
+            (
+                block_stream(changed, window, block, &mut rng),
+                seed ^ (k * 7919 + window) as u64,
+            )
+        })
+        .collect()
+}
+
+fn detection_rng_seed(seed: u64) -> u64 {
+    seed ^ 0x5DEE_CE66
+}
+
 /// Changed images until the first alarm, over `trials` starting windows.
 pub fn detection(
     reference: &ReferenceProfile,
@@ -167,7 +216,7 @@ pub fn detection(
     seed: u64,
 ) -> anyhow::Result<Detection> {
     let (w, every) = (reference.drift.window, reference.drift.every.max(1));
-    let mut rng = Rng(seed ^ 0x5DEE_CE66);
+    let mut rng = Rng(detection_rng_seed(seed));
     let mut found = Vec::new();
     let mut first_signals = Vec::new();
     for t in 0..trials {

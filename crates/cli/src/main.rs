@@ -4,6 +4,7 @@
 mod assets;
 mod cmd;
 mod config;
+mod drift_export;
 mod efficacy;
 mod exit;
 mod output;

@@ -14,6 +14,7 @@ use vigil_core::monitor::{Observation, ReferenceProfile};
 use vigil_engine::preprocess::{Limits, Pipeline};
 
 use super::Context;
+use crate::drift_export;
 use crate::efficacy::{self, Detection, FalseAlarms};
 use crate::simulate::Change;
 
@@ -45,6 +46,17 @@ pub struct SimulateArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also write the embeddings of evaluated windows and Vigil's verdict on each into this
+    /// new or empty folder (`reference.f32`, `windows.f32`, `windows.json`), to run other
+    /// drift tools on the same data (`bench/drift-peers.sh`).
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+    /// With --export: the first this many windows of the in-distribution stream.
+    #[arg(long, default_value_t = drift_export::IN_DISTRIBUTION_WINDOWS, requires = "export")]
+    pub export_windows: usize,
+    /// With --export: windows of changed images only, per simulated change.
+    #[arg(long, default_value_t = drift_export::CHANGED_WINDOWS, requires = "export")]
+    pub export_changed: usize,
 }
 
 /// What `vigil drift simulate` measured.
@@ -62,6 +74,9 @@ struct Results {
 
 /// Runs the acceptance test.
 pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.export {
+        drift_export::check_dir(dir)?;
+    }
     let b = Bundle::open(&args.bundle)
         .with_context(|| format!("cannot open bundle {}", args.bundle.display()))?;
     let files = b.verify_files()?;
@@ -163,6 +178,27 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
         println!("results: {}", p.display());
+    }
+    if let Some(dir) = &args.export {
+        let changes: Vec<(String, &[Observation])> = changed
+            .iter()
+            .map(|(c, obs)| (c.describe(), obs.as_slice()))
+            .collect();
+        let n = drift_export::export(
+            &drift_export::ExportPlan {
+                dir,
+                bundle: results.bundle.clone(),
+                stream: args.stream,
+                block: args.block,
+                seed: args.seed,
+                in_distribution: args.export_windows,
+                changed: args.export_changed,
+            },
+            &reference,
+            &pool,
+            &changes,
+        )?;
+        println!("exported {n} windows: {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -234,3 +234,104 @@ fn an_empty_prediction_log_is_a_clear_error() {
     .says("no predictions of weldnet 1.0.0 were logged");
     assert!(!out.exists());
 }
+
+/// `vigil drift simulate --export`: a tiny case (60 tiles, windows of 50 every 10, a stream
+/// of 100: 6 in-distribution windows) writes files whose sizes match `windows.json`, with
+/// the same in-distribution verdicts as the false-alarm count; a non-empty folder is refused.
+#[test]
+fn simulate_export_writes_consistent_sizes_and_refuses_a_non_empty_folder() {
+    let f = fixture();
+    let env = Env::new();
+    let tiles = some_tiles(60);
+    let results = env.path("efficacy.json");
+    let simulate = |dir: &Path| {
+        let mut a: Vec<String> = [
+            "drift",
+            "simulate",
+            "--bundle",
+            f.with_reference.to_str().unwrap(),
+            "--stream",
+            "100",
+            "--trials",
+            "1",
+            "--block",
+            "10",
+            "--json",
+            results.to_str().unwrap(),
+            "--export-windows",
+            "100",
+            "--export-changed",
+            "2",
+            "--export",
+            dir.to_str().unwrap(),
+            "--data",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(tiles.iter().map(|p| p.display().to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        env.run(&refs)
+    };
+
+    let busy = env.path("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), "mine").unwrap();
+    simulate(&busy).code(4).says("is not empty");
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+
+    let dir = env.path("export");
+    simulate(&dir).ok().says("exported 10 windows");
+    let index = json(&dir.join("windows.json"));
+    let dim = index["dim"].as_u64().unwrap();
+    assert_eq!(index["window"], 50);
+    assert_eq!(index["reference_rows"], 150);
+    assert_eq!(index["bundle"], "weldnet:1.0.0");
+    let len = |name: &str| std::fs::metadata(dir.join(name)).unwrap().len();
+    assert_eq!(len("reference.f32"), 150 * dim * 4);
+    let windows = index["windows"].as_array().unwrap();
+    let kinds: Vec<&str> = windows
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(&kinds[..6], ["in_distribution"; 6]);
+    assert!(
+        kinds[6].starts_with("new detector") && kinds[7] == kinds[6],
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[8].starts_with("exposure change") && kinds[9] == kinds[8],
+        "{kinds:?}"
+    );
+    let fa = &json(&results)["false_alarms"];
+    assert_eq!(fa["evaluations"], 6);
+    let alarming = windows[..6]
+        .iter()
+        .filter(|w| w["vigil"]["drift"] == true)
+        .count();
+    assert_eq!(fa["alarming_evaluations"], alarming);
+    let mut offset = 0;
+    for w in windows {
+        assert_eq!(w["offset_rows"].as_u64().unwrap(), offset);
+        assert_eq!(w["rows"], 50);
+        offset += 50;
+        let v = &w["vigil"];
+        assert!(v["drift"].is_boolean() && v["drifted"].is_array(), "{v}");
+        assert!(v["mmd_statistic"].as_f64().is_some(), "{v}");
+        assert!(v["mmd_threshold"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(
+            v["mmd_drift"].is_boolean() && v["mmd_p_value"].as_f64().is_some(),
+            "{v}"
+        );
+        assert!(v["evaluate_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    assert_eq!(len("windows.f32"), offset * dim * 4);
+    // Nothing else in the folder (no staging leftovers beside it either).
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    assert!(std::fs::read_dir(env.dir.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".vigil-export-")
+    }));
+}

@@ -26,7 +26,10 @@ check:
 	$(MAKE) test
 
 # Reproduces the shipped weld model (models/weldnet.tar) from data/weld: same seed, two
-# training threads, so the same weights; only the manifest's creation time differs.
+# training threads, so the same weights; only the manifest's creation time differs, and the
+# reference profile's source text (the shipped one was rebuilt with `vigil bundle reference
+# models/weldnet.tar --data data/weld/manifest.csv --split val --stats-data
+# data/weld/manifest.csv --block-length 125`, the trainer's own settings).
 weld-model: setup
 	rm -rf target/weldnet
 	cargo run --release -p vigil-cli -- train --data data/weld/manifest.csv --out target/weldnet --threads 2

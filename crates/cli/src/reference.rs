@@ -102,7 +102,9 @@ pub fn build(
         })?,
     };
     let cfg = ReferenceConfig {
-        block_length: data.block_length.map_or(cfg.block_length, |b| b.min(cfg.window)),
+        block_length: data
+            .block_length
+            .map_or(cfg.block_length, |b| b.min(cfg.window)),
         ..cfg
     };
     let profile = match &stat_images {

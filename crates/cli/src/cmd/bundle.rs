@@ -555,10 +555,15 @@ fn reference_bytes(
     match data.inputs {
         [] => Ok(None),
         [one] if crate::reference::is_profile_file(one) => {
-            anyhow::ensure!(
-                data.stats_from.is_empty(),
-                "image statistics images apply when the profile is computed from images, not to {one}, which is included as is"
-            );
+            if !data.stats_from.is_empty() {
+                return Err(vigil_core::monitor::MonitorError::InvalidConfig {
+                    name: "stats-data",
+                    reason: format!(
+                        "applies when the profile is computed from images, not to {one}, which is included as is"
+                    ),
+                }
+                .into());
+            }
             let bytes = std::fs::read(one).with_context(|| format!("cannot read {one}"))?;
             ReferenceProfile::from_json(&bytes)
                 .with_context(|| format!("{one} is not a reference profile"))?;

@@ -335,3 +335,67 @@ fn simulate_export_writes_consistent_sizes_and_refuses_a_non_empty_folder() {
             .starts_with(".vigil-export-")
     }));
 }
+
+/// `vigil bundle reference --stats-data --block-length`: the image statistics come from the
+/// other images (training tiles here), the model's signals from `--data`; a block length
+/// past the window is cut to the window; image-statistics images beside a profile file
+/// included as is are refused, and nothing is written.
+#[test]
+fn bundle_reference_takes_image_statistics_from_other_images() {
+    let f = fixture();
+    let env = Env::new();
+    let mut train: Vec<PathBuf> = std::fs::read_dir(repo().join("data/weld/train/no_defect"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    train.sort();
+    train.truncate(150);
+    let out = env.path("weldnet-stats");
+    let mut a: Vec<String> = ["bundle", "reference"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.push(f.plain.display().to_string());
+    a.extend(["--window", "25", "--block-length", "500", "--out"].map(String::from));
+    a.push(out.display().to_string());
+    a.push("--data".into());
+    a.extend(some_tiles(100).iter().map(|p| p.display().to_string()));
+    a.push("--stats-data".into());
+    a.extend(train.iter().map(|p| p.display().to_string()));
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    env.run(&refs).ok();
+    let profile = ReferenceProfile::from_json(
+        &Bundle::open(&out)
+            .unwrap()
+            .read_file(REFERENCE_FILE)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile.images, 100);
+    assert_eq!(profile.stat_images, Some(150));
+    assert_eq!(profile.drift.block_length, 25);
+    assert!(profile.drift.stat_holdout.is_some());
+    assert!(
+        profile.source.contains("image statistics from"),
+        "{}",
+        profile.source
+    );
+
+    let json_profile = env.path("reference.json");
+    std::fs::write(&json_profile, profile.to_json().unwrap()).unwrap();
+    let refused = env.path("refused");
+    env.run(&[
+        "bundle",
+        "reference",
+        f.plain.to_str().unwrap(),
+        "--data",
+        json_profile.to_str().unwrap(),
+        "--stats-data",
+        train[0].to_str().unwrap(),
+        "--out",
+        refused.to_str().unwrap(),
+    ])
+    .code(5)
+    .says("included as is");
+    assert!(!refused.exists());
+}

@@ -6,6 +6,11 @@ use crate::common::*;
 
 /// A few real weld tiles: two training films, one validation film, with a manifest.
 fn tiny_dataset(env: &Env) -> std::path::PathBuf {
+    dataset(env, 4)
+}
+
+/// Four tiles per label of two training films, and `val` per label of one validation film.
+fn dataset(env: &Env, val: usize) -> std::path::PathBuf {
     let weld = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weld");
     let dir = env.path("tiles");
     let mut csv = String::from("path,label,split\n");
@@ -23,7 +28,8 @@ fn tiny_dataset(env: &Env) -> std::path::PathBuf {
                 .collect();
             names.sort();
             std::fs::create_dir_all(dir.join(split).join(label)).unwrap();
-            for n in names.iter().take(4) {
+            let take = if split == "val" { val } else { 4 };
+            for n in names.iter().take(take) {
                 std::fs::copy(src.join(n), dir.join(split).join(label).join(n)).unwrap();
                 csv.push_str(&format!("{split}/{label}/{n},{label},{split}\n"));
             }
@@ -70,6 +76,44 @@ fn train_writes_a_bundle_that_verifies_and_prints_the_validation_summary() {
     ])
     .code(4)
     .says("already exists");
+}
+
+/// With enough validation tiles the bundle carries a reference profile: the model's signals
+/// from the validation film, the image statistics from every film, calibrated on contiguous
+/// windows.
+#[test]
+fn train_builds_a_reference_with_image_statistics_from_every_film() {
+    let env = Env::new();
+    let data = dataset(&env, 52);
+    let out = env.path("model");
+    env.run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--arch",
+        "weldnet-xs",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    let b = vigil_core::bundle::Bundle::open(&out).unwrap();
+    let profile = vigil_core::monitor::ReferenceProfile::from_json(
+        &b.read_file(vigil_core::bundle::REFERENCE_FILE).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile.images, 104);
+    assert_eq!(profile.stat_images, Some(120));
+    assert_eq!(profile.drift.window, 25);
+    assert_eq!(profile.drift.block_length, 25);
+    assert!(
+        profile.source.contains("image statistics from all"),
+        "{}",
+        profile.source
+    );
 }
 
 #[test]

@@ -30,6 +30,11 @@
 //!    Fresh resampled windows (`validation_windows`) then measure the family's false-alarm
 //!    rate, stored as [`DriftSettings::false_alarm_rate`].
 //!
+//! **Image statistics from other images.** [`ReferenceProfile::build_with_image_stats`] takes
+//! the image statistics' samples and held-out part from a second, larger set of images (every
+//! film, training films included) and the embedding and prediction signals from the
+//! observations: steps 1 to 3 run on each set for its own signals.
+//!
 //! # How well the false-alarm rate holds
 //!
 //! The thresholds are conditional on one finite reference: its sample deviates from the
@@ -1498,9 +1503,8 @@ mod tests {
             ..Shift::NONE
         };
         let images = observations(11, 1200, DIM, brighter);
-        let p =
-            ReferenceProfile::build_with_image_stats(&obs, &images, &labels(), "t", &config())
-                .unwrap();
+        let p = ReferenceProfile::build_with_image_stats(&obs, &images, &labels(), "t", &config())
+            .unwrap();
         let plain = profile();
         assert_eq!(p.stat_images, Some(1200));
         assert_eq!(p.images, 800);

@@ -50,17 +50,27 @@ fn main() {
     println!("image statistics, 128 x 128 8-bit tile: {us:.1} µs");
     let film = plane(2048, 2048, 65535.0);
     let us = time(5, || {
-        black_box(ImageStats::compute(black_box(&film), 2048, 2048, 16, 65535.0));
+        black_box(ImageStats::compute(
+            black_box(&film),
+            2048,
+            2048,
+            16,
+            65535.0,
+        ));
     });
     println!("image statistics, 2048 x 2048 16-bit film (sampled): {us:.0} µs");
 
     let dim = 128;
     let mut state = 1u64;
     let mut next = || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
         ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     };
-    let sample: Vec<Vec<f32>> = (0..400).map(|_| (0..dim).map(|_| next()).collect()).collect();
+    let sample: Vec<Vec<f32>> = (0..400)
+        .map(|_| (0..dim).map(|_| next()).collect())
+        .collect();
     let model = MahalanobisModel::fit(
         &sample,
         &MahalanobisConfig {

@@ -107,23 +107,33 @@ impl ImageStats {
         let step = sampling_step(width, height);
         let (sw, sh) = (width.div_ceil(step), height.div_ceil(step));
         let inv = 1.0 / f64::from(max_value);
-        let at = |x: usize, y: usize| f64::from(grey[y * step * width + x * step]) * inv;
+        // The sampled grid as contiguous rows: the image itself when every pixel is read.
+        let sampled: Vec<f32>;
+        let grid: &[f32] = if step == 1 {
+            &grey[..width * height]
+        } else {
+            sampled = (0..sh)
+                .flat_map(|y| (0..sw).map(move |x| grey[y * step * width + x * step]))
+                .collect();
+            &sampled
+        };
+        let value = |v: f32| f64::from(v) * inv;
 
         // One pass: moments, clipped pixels, a 1024-bin histogram for the percentiles.
         const BINS: usize = 1024;
         let mut hist = [0u32; BINS];
         let (mut sum, mut sum2, mut clipped) = (0.0f64, 0.0f64, 0usize);
-        for y in 0..sh {
-            for x in 0..sw {
-                let v = at(x, y);
-                sum += v;
-                sum2 += v * v;
-                if v <= 0.0 || v >= 1.0 - 1e-6 {
-                    clipped += 1;
-                }
-                let b = ((v.clamp(0.0, 1.0)) * (BINS - 1) as f64).round() as usize;
-                hist[b] += 1;
+        for &g in grid {
+            let v = value(g);
+            sum += v;
+            sum2 += v * v;
+            if v <= 0.0 || v >= 1.0 - 1e-6 {
+                clipped += 1;
             }
+            // Rounds to the nearest bin: non-negative, and never exactly half-way for 8- or
+            // 16-bit levels (1023 k / 255 and 1023 k / 65535 are never an odd half).
+            let b = (v.clamp(0.0, 1.0) * (BINS - 1) as f64 + 0.5) as usize;
+            hist[b.min(BINS - 1)] += 1;
         }
         let n = (sw * sh) as f64;
         let mean = sum / n;
@@ -141,21 +151,21 @@ impl ImageStats {
         };
         let dynamic_range = percentile(0.99) - percentile(0.01);
 
-        // Second-order filters on the sampled grid (interior pixels only).
+        // Second-order filters on the sampled grid (interior pixels only), three rows at a
+        // time.
         let (mut lap_sum, mut lap_sum2, mut noise_abs, mut interior) = (0.0, 0.0, 0.0, 0usize);
         if sw >= 3 && sh >= 3 {
-            for y in 1..sh - 1 {
-                for x in 1..sw - 1 {
-                    let c = at(x, y);
-                    let (n_, s_, w_, e_) = (at(x, y - 1), at(x, y + 1), at(x - 1, y), at(x + 1, y));
-                    let lap = n_ + s_ + w_ + e_ - 4.0 * c;
+            for r in grid.chunks_exact(sw).collect::<Vec<_>>().windows(3) {
+                let (up, mid, down) = (r[0].windows(3), r[1].windows(3), r[2].windows(3));
+                for ((u, m), d) in up.zip(mid).zip(down) {
+                    let c = value(m[1]);
+                    let four = value(u[1]) + value(d[1]) + value(m[0]) + value(m[2]);
+                    let lap = four - 4.0 * c;
                     lap_sum += lap;
                     lap_sum2 += lap * lap;
                     // Immerkær's mask [1 -2 1; -2 4 -2; 1 -2 1].
-                    let corners =
-                        at(x - 1, y - 1) + at(x + 1, y - 1) + at(x - 1, y + 1) + at(x + 1, y + 1);
-                    let m = corners - 2.0 * (n_ + s_ + w_ + e_) + 4.0 * c;
-                    noise_abs += m.abs();
+                    let corners = value(u[0]) + value(u[2]) + value(d[0]) + value(d[2]);
+                    noise_abs += (corners - 2.0 * four + 4.0 * c).abs();
                     interior += 1;
                 }
             }
@@ -194,6 +204,84 @@ fn sampling_step(width: usize, height: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statistics as first written, pixel by pixel through an index function: the row
+    /// slices and the histogram's rounding of `compute` must give the same numbers.
+    fn naive(grey: &[f32], width: usize, height: usize, max_value: f32) -> [f64; 5] {
+        let step = sampling_step(width, height);
+        let (sw, sh) = (width.div_ceil(step), height.div_ceil(step));
+        let inv = 1.0 / f64::from(max_value);
+        let at = |x: usize, y: usize| f64::from(grey[y * step * width + x * step]) * inv;
+        let mut hist = [0u32; 1024];
+        let (mut sum, mut sum2) = (0.0, 0.0);
+        for y in 0..sh {
+            for x in 0..sw {
+                let v = at(x, y);
+                sum += v;
+                sum2 += v * v;
+                hist[(v.clamp(0.0, 1.0) * 1023.0).round() as usize] += 1;
+            }
+        }
+        let n = (sw * sh) as f64;
+        let pct = |p: f64| {
+            let target = (p * n).ceil().max(1.0) as u64;
+            let mut seen = 0u64;
+            for (i, &c) in hist.iter().enumerate() {
+                seen += u64::from(c);
+                if seen >= target {
+                    return i as f64 / 1023.0;
+                }
+            }
+            1.0
+        };
+        let (mut l1, mut l2, mut na, mut k) = (0.0, 0.0, 0.0, 0.0);
+        for y in 1..sh - 1 {
+            for x in 1..sw - 1 {
+                let c = at(x, y);
+                let four = at(x, y - 1) + at(x, y + 1) + at(x - 1, y) + at(x + 1, y);
+                let lap = four - 4.0 * c;
+                l1 += lap;
+                l2 += lap * lap;
+                let corners =
+                    at(x - 1, y - 1) + at(x + 1, y - 1) + at(x - 1, y + 1) + at(x + 1, y + 1);
+                na += (corners - 2.0 * four + 4.0 * c).abs();
+                k += 1.0;
+            }
+        }
+        let mean = sum / n;
+        [
+            mean,
+            (sum2 / n - mean * mean).max(0.0).sqrt(),
+            pct(0.99) - pct(0.01),
+            l2 / k - (l1 / k) * (l1 / k),
+            (std::f64::consts::PI / 2.0).sqrt() * na / (6.0 * k),
+        ]
+    }
+
+    #[test]
+    fn row_slices_give_the_pixel_by_pixel_numbers() {
+        let mut state = 12345u64;
+        for (w, h, max) in [(128, 128, 255.0f32), (37, 5, 65535.0), (1500, 800, 255.0)] {
+            let img: Vec<f32> = (0..w * h)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    let noise = (state >> 40) as f32 / (1u64 << 24) as f32;
+                    ((0.2 + 0.5 * (i % w) as f32 / w as f32 + 0.3 * noise) * max).round()
+                })
+                .collect();
+            let s = ImageStats::compute(&img, w, h, 8, max);
+            let expected = naive(&img, w, h, max);
+            let got = [s.mean, s.contrast, s.dynamic_range, s.sharpness, s.noise];
+            for (g, e) in got.iter().zip(expected) {
+                assert!(
+                    (g - e).abs() <= 1e-12 * e.abs().max(1.0),
+                    "{w}x{h}: {got:?} vs {expected:?}"
+                );
+            }
+        }
+    }
 
     fn image(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Vec<f32> {
         (0..h)

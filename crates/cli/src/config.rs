@@ -135,6 +135,8 @@ pub struct EngineSection {
     /// Where models run: `cpu`, or `cuda:N` for GPU N through ONNX Runtime's CUDA execution
     /// provider (a build with the `cuda` feature and the GPU build of ONNX Runtime).
     pub device: vigil_engine::Device,
+    /// Whether idle ONNX Runtime threads spin-wait for the next call.
+    pub spin_wait: bool,
 }
 
 /// `[bundle]`
@@ -283,7 +285,7 @@ impl Config {
             library: Some(self.engine.onnxruntime_library.clone())
                 .filter(|p| !p.as_os_str().is_empty()),
             device: self.engine.device,
-            spin_wait: true,
+            spin_wait: self.engine.spin_wait,
         }
     }
 

@@ -39,11 +39,8 @@ fn dataset(env: &Env, val: usize) -> std::path::PathBuf {
     dir.join("manifest.csv")
 }
 
-#[test]
-fn train_writes_a_bundle_that_verifies_and_prints_the_validation_summary() {
-    let env = Env::new();
-    let data = tiny_dataset(&env);
-    let out = env.path("model");
+/// One epoch of the smallest network on `data`, written to `out`.
+fn quick_train(env: &Env, data: &Path, out: &Path) -> Run {
     env.run(&[
         "train",
         "--data",
@@ -57,10 +54,18 @@ fn train_writes_a_bundle_that_verifies_and_prints_the_validation_summary() {
         "--out",
         out.to_str().unwrap(),
     ])
-    .ok()
-    .says("ROC-AUC")
-    .says("RRT-106R")
-    .says("report.html");
+}
+
+#[test]
+fn train_writes_a_bundle_that_verifies_and_prints_the_validation_summary() {
+    let env = Env::new();
+    let data = tiny_dataset(&env);
+    let out = env.path("model");
+    quick_train(&env, &data, &out)
+        .ok()
+        .says("ROC-AUC")
+        .says("RRT-106R")
+        .says("report.html");
     env.run(&["bundle", "verify", out.to_str().unwrap()]).ok();
     // The bundle can be pushed like any other.
     env.run(&["models", "push", out.to_str().unwrap()]).ok();
@@ -86,20 +91,7 @@ fn train_builds_a_reference_with_image_statistics_from_every_film() {
     let env = Env::new();
     let data = dataset(&env, 52);
     let out = env.path("model");
-    env.run(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--arch",
-        "weldnet-xs",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .ok();
+    quick_train(&env, &data, &out).ok();
     let b = vigil_core::bundle::Bundle::open(&out).unwrap();
     let profile = vigil_core::monitor::ReferenceProfile::from_json(
         &b.read_file(vigil_core::bundle::REFERENCE_FILE).unwrap(),

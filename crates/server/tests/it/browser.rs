@@ -284,14 +284,22 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     let base = format!("http://{addr}");
 
     // Some live traffic for the dashboard.
+    // Fixed request ids: the QA sample is drawn from the id, so none of these joins the
+    // queue by chance (with random ids one in a few runs did, and the counts below were off).
     let http = std::sync::Arc::new(vigil_server::app(state.clone()));
-    for f in [
+    for (i, f) in [
         "RRT-106R_x0000_y0035.png",
         "RRT-106R_x0064_y0227.png",
         "RRT-106R_x0128_y0227.png",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let png = std::fs::read(testdata().join("weld").join(f)).unwrap();
-        let r = send(&http, post("/v1/models/weldnet/predict", "image/png", png)).await;
+        let mut req = post("/v1/models/weldnet/predict", "image/png", png);
+        req.headers_mut()
+            .insert("x-request-id", format!("live-{i}").parse().unwrap());
+        let r = send(&http, req).await;
         assert_eq!(r.status(), axum::http::StatusCode::OK);
     }
 

@@ -376,7 +376,8 @@ impl Pipeline {
 }
 
 /// Monitoring's statistics of a decoded image: its grey plane (the mean of the channels of a
-/// colour image) in the native range.
+/// colour image) in the native range. A colour image passes the sum of its channels against
+/// `channels × max`: the same mean, in whole numbers, which the statistics count exactly.
 fn observe(img: &Planes, depth: decode::Depth) -> ImageStats {
     let n = img.h * img.w;
     if img.c == 1 {
@@ -388,9 +389,8 @@ fn observe(img: &Planes, depth: decode::Depth) -> ImageStats {
             *g += v;
         }
     }
-    let inv = 1.0 / img.c as f32;
-    grey.iter_mut().for_each(|g| *g *= inv);
-    ImageStats::compute(&grey, img.w, img.h, depth.bits, depth.max)
+    let max = depth.max * img.c as f32;
+    ImageStats::compute(&grey, img.w, img.h, depth.bits, max)
 }
 
 fn apply(img: Planes, step: &Step, limits: &Limits) -> Result<Planes> {
@@ -684,6 +684,32 @@ mod tests {
         let d = decode_for_display(&png(&rgb), &Limits::default()).unwrap();
         assert_eq!((d.bit_depth, d.pixels.as_slice()), (8, [60u16].as_slice()));
         assert!(decode_for_display(b"not an image", &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn a_colour_images_statistics_are_those_of_its_channel_mean() {
+        let pipeline =
+            Pipeline::from_steps(vec![Step::Decode, NCHW], Limits::default()).observing();
+        let stats = |bytes: &[u8]| pipeline.run_tiles(bytes).unwrap().stats.unwrap();
+        // Channels whose mean is a whole level: the colour image looks like that grey one.
+        let rgb = ImageBuffer::from_fn(40, 30, |x, y| {
+            let v = (x * 5 + y * 3) as u8;
+            Rgb([v, v.saturating_add(12), v.saturating_sub(12)])
+        });
+        let mean = |x: u32, y: u32| {
+            let p = rgb.get_pixel(x, y).0;
+            (f32::from(p[0]) + f32::from(p[1]) + f32::from(p[2])) / 3.0
+        };
+        let grey: Vec<f32> = (0..30)
+            .flat_map(|y| (0..40).map(move |x| (x, y)))
+            .map(|(x, y)| mean(x, y))
+            .collect();
+        let expected = ImageStats::compute(&grey, 40, 30, 8, 255.0);
+        let got = stats(&png(&rgb));
+        for (g, e) in got.values().iter().zip(expected.values()) {
+            assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
+        }
+        assert!(got.mean > 0.1 && got.contrast > 0.01 && got.bit_depth == 8);
     }
 
     #[test]

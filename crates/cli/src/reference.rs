@@ -29,6 +29,8 @@ pub struct ReferenceData<'a> {
     pub stats_from: &'a [String],
     /// Run length of the calibration's block resampling; `None`: the default (25).
     pub block_length: Option<usize>,
+    /// Target alarming windows per 10,000 in-distribution images; `None`: the default (1).
+    pub alarms_per_10k: Option<f64>,
 }
 
 /// Whether `arg` names an existing reference profile to include as is (a `.json` file).
@@ -106,6 +108,10 @@ pub fn build(
             .block_length
             .map_or(cfg.block_length, |b| b.min(cfg.window)),
         ..cfg
+    };
+    let cfg = match data.alarms_per_10k {
+        Some(rate) => cfg.with_alarms_per_10k(rate)?,
+        None => cfg,
     };
     let profile = match &stat_images {
         None => ReferenceProfile::build(&observations, &labels, &source, &cfg),

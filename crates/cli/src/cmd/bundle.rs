@@ -97,6 +97,11 @@ pub struct ReferenceArgs {
     /// windows, right when one film fills a window (default: 25).
     #[arg(long, value_name = "N")]
     pub block_length: Option<usize>,
+    /// Target false alarms: window evaluations that alarm per 10,000 in-distribution images
+    /// (default 1). Live traffic alarms more often than the reference's own resampled windows
+    /// promise, so set half the rate that must not be exceeded. Lower finds changes later.
+    #[arg(long, value_name = "RATE")]
+    pub false_alarms: Option<f64>,
     /// Where to write the new bundle (a folder, or an archive: .tar, .tar.gz, .tgz).
     #[arg(long, short, value_name = "PATH")]
     pub out: PathBuf,
@@ -168,6 +173,10 @@ pub struct CreateArgs {
     /// --block-length`; default 25).
     #[arg(long, value_name = "N", requires = "reference")]
     pub reference_block_length: Option<usize>,
+    /// Target false alarms per 10,000 in-distribution images (as `bundle reference
+    /// --false-alarms`; default 1).
+    #[arg(long, value_name = "RATE", requires = "reference")]
+    pub reference_false_alarms: Option<f64>,
     /// An evaluation report (report.json) to include.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -519,6 +528,7 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<Bundle> {
             window: args.reference_window,
             stats_from: &args.reference_stats,
             block_length: args.reference_block_length,
+            alarms_per_10k: args.reference_false_alarms,
         },
     )? {
         writer.add_file(REFERENCE_FILE, bytes)?;
@@ -596,6 +606,7 @@ fn rebuild_reference(ctx: &Context, args: &ReferenceArgs) -> anyhow::Result<Bund
             window: args.window,
             stats_from: &args.stats_data,
             block_length: args.block_length,
+            alarms_per_10k: args.false_alarms,
         },
     )?
     .context("no reference data given")?;

@@ -139,6 +139,7 @@ fn create_args(
         reference_window: None,
         reference_stats: Vec::new(),
         reference_block_length: None,
+        reference_false_alarms: None,
         report: None,
         description: format!("Weld tile classifier, demo release {version}"),
         trainer: "external".into(),

@@ -94,6 +94,7 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         window: None,
         stats_from: &[],
         block_length: None,
+        alarms_per_10k: None,
     })?;
     anyhow::ensure!(
         images.len() >= reference.drift.window,

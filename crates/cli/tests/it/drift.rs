@@ -356,7 +356,18 @@ fn bundle_reference_takes_image_statistics_from_other_images() {
         .map(|s| s.to_string())
         .collect();
     a.push(f.plain.display().to_string());
-    a.extend(["--window", "25", "--block-length", "500", "--out"].map(String::from));
+    a.extend(
+        [
+            "--window",
+            "25",
+            "--block-length",
+            "500",
+            "--false-alarms",
+            "0.5",
+            "--out",
+        ]
+        .map(String::from),
+    );
     a.push(out.display().to_string());
     a.push("--data".into());
     a.extend(some_tiles(100).iter().map(|p| p.display().to_string()));
@@ -375,6 +386,14 @@ fn bundle_reference_takes_image_statistics_from_other_images() {
     assert_eq!(profile.stat_images, Some(150));
     assert_eq!(profile.drift.block_length, 25);
     assert!(profile.drift.stat_holdout.is_some());
+    // Half an alarming window per 10,000 images, a window every `every` images.
+    let alpha = 0.5 * profile.drift.every as f64 / 10_000.0;
+    assert!(
+        (profile.drift.alpha - alpha).abs() < 1e-12,
+        "{}",
+        profile.drift.alpha
+    );
+    assert!(profile.drift.calibration_windows as f64 >= 20.0 / alpha);
     assert!(
         profile.source.contains("image statistics from"),
         "{}",
@@ -397,5 +416,18 @@ fn bundle_reference_takes_image_statistics_from_other_images() {
     ])
     .code(5)
     .says("included as is");
+    assert!(!refused.exists());
+
+    // No false alarms at all is not a rate a test can be calibrated to.
+    let tiles: Vec<String> = some_tiles(100)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut a: Vec<&str> = vec!["bundle", "reference", f.plain.to_str().unwrap()];
+    a.extend(["--window", "25", "--false-alarms", "0", "--out"]);
+    a.push(refused.to_str().unwrap());
+    a.push("--data");
+    a.extend(tiles.iter().map(String::as_str));
+    env.run(&a).code(5).says("false alarms per 10,000 images");
     assert!(!refused.exists());
 }

@@ -160,6 +160,31 @@ impl ReferenceConfig {
         })
     }
 
+    /// The same settings with `alpha` set from a target of alarming window evaluations per
+    /// 10,000 in-distribution images (`alpha = rate × every / 10,000`; the default 0.005 is 1
+    /// per 10,000 with a window every 50 images), and enough calibration windows for up to
+    /// 20 signals at that level. The realised rate on live traffic scatters above the target
+    /// (see the module documentation): a target of half the rate that may not be exceeded
+    /// buys a safety factor of two.
+    pub fn with_alarms_per_10k(self, rate: f64) -> Result<ReferenceConfig, MonitorError> {
+        let alpha = rate * self.every as f64 / 10_000.0;
+        if !(alpha > 0.0 && alpha < 1.0) {
+            return Err(MonitorError::InvalidConfig {
+                name: "false alarms per 10,000 images",
+                reason: format!(
+                    "must be above 0 and below {} (one alarm per evaluation), got {rate}",
+                    10_000 / self.every.max(1)
+                ),
+            });
+        }
+        let needed = (20.0 / alpha).ceil() as usize;
+        Ok(ReferenceConfig {
+            alpha,
+            calibration_windows: self.calibration_windows.max(needed),
+            ..self
+        })
+    }
+
     /// The fewest observations [`ReferenceProfile::build`] accepts: four windows (two kept
     /// as the reference sample, two to resample calibration windows from). Ten windows or
     /// more give steadier thresholds.
@@ -1344,6 +1369,25 @@ mod tests {
     use super::super::synthetic::{DIM, Shift, config, labels, observations, profile};
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn a_false_alarm_target_per_10k_images_sets_alpha_and_enough_calibration_windows() {
+        let cfg = ReferenceConfig::default().with_alarms_per_10k(0.5).unwrap();
+        // a window every 50 images: 200 evaluations per 10,000 images
+        assert!((cfg.alpha - 0.0025).abs() < 1e-15);
+        assert_eq!(cfg.calibration_windows, 8000);
+        let one = ReferenceConfig::default().with_alarms_per_10k(1.0).unwrap();
+        assert_eq!(one, ReferenceConfig::default());
+        for bad in [0.0, -1.0, f64::NAN, 200.0, f64::INFINITY] {
+            assert!(
+                matches!(
+                    ReferenceConfig::default().with_alarms_per_10k(bad),
+                    Err(MonitorError::InvalidConfig { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn profile_has_every_part_and_calibrated_thresholds() {

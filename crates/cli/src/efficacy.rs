@@ -15,6 +15,7 @@
 //!   changed images until the first alarm, over several random starting points.
 
 use serde::Serialize;
+use vigil_core::drift::rng::SplitMix64;
 use vigil_core::monitor::{Observation, OodScorer, ReferenceProfile, evaluate};
 
 /// One simulated change's detection.
@@ -77,25 +78,18 @@ fn ood_share(obs: &[Observation]) -> Option<f64> {
         .then(|| obs.iter().filter(|o| o.out_of_distribution).count() as f64 / obs.len() as f64)
 }
 
-/// SplitMix64: a small deterministic generator for the resampling.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
-    }
-}
-
-/// `n` observations in runs of `block` consecutive ones from `pool`, runs chosen at random.
-fn block_stream(pool: &[Observation], n: usize, block: usize, rng: &mut Rng) -> Vec<Observation> {
+/// `n` observations in runs of `block` consecutive ones from `pool`, runs chosen at random
+/// (the start by a modulo draw, as when the figures in `bench/README.md` were measured).
+fn block_stream(
+    pool: &[Observation],
+    n: usize,
+    block: usize,
+    rng: &mut SplitMix64,
+) -> Vec<Observation> {
     let block = block.clamp(1, pool.len().max(1));
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let start = rng.below(pool.len() - block + 1);
+        let start = (rng.next_u64() % (pool.len() - block + 1) as u64) as usize;
         let take = block.min(n - out.len());
         out.extend_from_slice(&pool[start..start + take]);
     }
@@ -128,7 +122,7 @@ pub(crate) fn in_distribution_stream(
         "{} images are fewer than one window ({w})",
         pool.len()
     );
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let stream = block_stream(pool, images, block, &mut rng);
     let ends = (w..=stream.len()).step_by(every).collect();
     Ok((stream, ends))
@@ -190,7 +184,7 @@ pub(crate) fn changed_windows(
     block: usize,
     seed: u64,
 ) -> Vec<(Vec<Observation>, u64)> {
-    let mut rng = Rng(detection_rng_seed(seed));
+    let mut rng = SplitMix64::new(detection_rng_seed(seed));
     (0..count)
         .map(|k| {
             (
@@ -216,7 +210,7 @@ pub fn detection(
     seed: u64,
 ) -> anyhow::Result<Detection> {
     let (w, every) = (reference.drift.window, reference.drift.every.max(1));
-    let mut rng = Rng(detection_rng_seed(seed));
+    let mut rng = SplitMix64::new(detection_rng_seed(seed));
     let mut found = Vec::new();
     let mut first_signals = Vec::new();
     for t in 0..trials {

@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use image::{DynamicImage, ImageBuffer, Luma};
+use vigil_core::drift::rng::SplitMix64;
 
 /// A change of the imaging chain.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,7 +72,7 @@ pub fn apply(encoded: &[u8], change: Change, seed: u64) -> anyhow::Result<Vec<u8
             if blur > 0.0 {
                 v = gaussian_blur(&v, w as usize, h as usize, blur);
             }
-            let mut rng = seed ^ 0x9E37_79B9_7F4A_7C15;
+            let mut rng = SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15);
             for x in &mut v {
                 *x = *x * gain + noise * normal(&mut rng);
             }
@@ -137,16 +138,9 @@ fn gaussian_blur(v: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
     pass(&pass(v, true), false)
 }
 
-/// A standard normal draw (Box-Muller on SplitMix64).
-fn normal(state: &mut u64) -> f32 {
-    let mut next = || {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let (u1, u2) = (next().max(1e-12), next());
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut SplitMix64) -> f32 {
+    let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use vigil_core::drift::correction::holm;
 use vigil_core::drift::ks::ks_two_sample;
 use vigil_core::drift::mmd::{MmdConfig, mmd_test};
+use vigil_core::drift::rng::SplitMix64;
 
 const N_REF: usize = 5000;
 const N_TEST: usize = 1000;
@@ -29,39 +30,22 @@ const ALIBI_MMD_S: [f64; 3] = [21.6, 22.9, 20.3];
 /// Alibi Detect 0.13 `KSDrift(correction='bonferroni')` predict, seconds (median of 3).
 const ALIBI_KS_S: [f64; 3] = [0.1005, 0.1019, 0.1031];
 
-/// SplitMix64 (Vigna's constants): small, seeded, identical everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal pairs by Box-Muller.
-    fn normal_pair(&mut self) -> (f64, f64) {
-        let r = (-2.0 * self.unit().ln()).sqrt();
-        let t = 2.0 * std::f64::consts::PI * self.unit();
-        (r * t.cos(), r * t.sin())
-    }
+/// Standard normal pairs by Box-Muller, on uniforms in (0, 1].
+fn normal_pair(rng: &mut SplitMix64) -> (f64, f64) {
+    let mut unit = || rng.unit() + 1.0 / (1u64 << 53) as f64;
+    let r = (-2.0 * unit().ln()).sqrt();
+    let t = 2.0 * std::f64::consts::PI * unit();
+    (r * t.cos(), r * t.sin())
 }
 
 /// `n` vectors of `D` standard normals, `shift` added to dimensions 0-9.
 fn sample(seed: u64, n: usize, shift: f32) -> Vec<Vec<f32>> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     (0..n)
         .map(|_| {
             let mut v = Vec::with_capacity(D);
             while v.len() < D {
-                let (a, b) = rng.normal_pair();
+                let (a, b) = normal_pair(&mut rng);
                 v.push(a as f32);
                 v.push(b as f32);
             }

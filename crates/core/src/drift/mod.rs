@@ -51,7 +51,7 @@ pub mod ks;
 pub mod mahalanobis;
 pub mod mmd;
 pub mod psi;
-pub(crate) mod rng;
+pub mod rng;
 pub mod wasserstein;
 
 /// What can be wrong with the input of a drift statistic.

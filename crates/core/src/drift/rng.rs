@@ -4,19 +4,23 @@
 //! OOPSLA 2014; the constants of Vigna's public-domain `splitmix64.c`). It is not
 //! cryptographic and need not be: it only has to be fast, well mixed and identical on every
 //! platform, so that the same seed gives the same p-value and the same threshold everywhere.
+//! The one generator of the workspace: the efficacy simulation, its simulated image changes
+//! and the trainer's shuffling and augmentation draw from it too.
 
 /// SplitMix64: 64 bits of state, one add and three xor-shift-multiplies per output.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator whose state starts at `seed`.
+    pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -24,9 +28,14 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A uniform integer in `0..n` (`n > 0`), without modulo bias: Lemire's multiply-shift
     /// with rejection ("Fast random integer generation in an interval", 2019).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         debug_assert!(n > 0);
         let n = n as u64;
         let threshold = n.wrapping_neg() % n;
@@ -40,7 +49,7 @@ impl SplitMix64 {
 
     /// Fisher-Yates: the first `k` entries of `v` become a uniform random `k`-subset in
     /// random order (the whole slice is shuffled when `k == v.len()`).
-    pub(crate) fn partial_shuffle<T>(&mut self, v: &mut [T], k: usize) {
+    pub fn partial_shuffle<T>(&mut self, v: &mut [T], k: usize) {
         let n = v.len();
         for i in 0..k.min(n.saturating_sub(1)) {
             let j = i + self.below(n - i);

@@ -149,7 +149,6 @@ impl ImageStats {
         let dynamic_range = percentile(0.99) - percentile(0.01);
 
         // Second-order filters on the interior of the sampled grid, three rows at a time.
-        // Second-order filters on the interior of the sampled grid, three rows at a time.
         let (lap_sum, lap_sum2, noise_abs, interior) = if top <= 255 {
             filters::<true>(&values, sw, sh)
         } else {

@@ -35,6 +35,8 @@ pub struct Config {
     pub alerts: vigil_server::alerting::AlertingConfig,
     /// The review queue.
     pub review: vigil_server::review::ReviewConfig,
+    /// Tokens and roles.
+    pub auth: vigil_server::auth::AuthConfig,
 }
 
 /// `[monitoring]`
@@ -236,7 +238,16 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
             .context("invalid configuration (see config/default.toml for every setting)")?;
+        config.auth()?;
         Ok(config)
+    }
+
+    /// The server's auth: `None` when it is off. A bad `[auth]` is a configuration error,
+    /// found by [`Config::load`] before any command runs.
+    pub fn auth(&self) -> anyhow::Result<Option<std::sync::Arc<vigil_server::auth::Auth>>> {
+        vigil_server::auth::Auth::from_config(&self.auth)
+            .map_err(|e| ConfigError::Invalid(format!("[auth]: {e}")))
+            .context("invalid configuration (see config/default.toml for every setting)")
     }
 
     /// The data directory, with the platform default filled in.

@@ -31,6 +31,9 @@ pub fn code_for_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Conflict => 4,
         ErrorKind::Invalid => 5,
         ErrorKind::Unavailable => 6,
+        // No command meets these yet (they are the server's refusals); EX_NOPERM when one
+        // calls a server with a token.
+        ErrorKind::Unauthenticated | ErrorKind::Forbidden => 77,
         ErrorKind::Internal => 70,
         ErrorKind::Overloaded => 75,
     }
@@ -61,6 +64,11 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<vigil_core::monitor::MonitorError>() {
             Some(e.kind())
+        } else if cause
+            .downcast_ref::<vigil_core::auth::AuthError>()
+            .is_some()
+        {
+            Some(ErrorKind::Invalid)
         } else if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
             Some(e.kind())
         } else if cause

@@ -70,6 +70,9 @@ enum Command {
     /// Generate signing keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Tokens and roles for the server's [auth]: make one, list the configured ones.
+    #[command(subcommand)]
+    Auth(cmd::auth::AuthCommand),
     /// The model registry: push, list, show, alias, history, pull.
     #[command(subcommand)]
     Models(cmd::models::ModelsCommand),
@@ -132,6 +135,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bundle(c) => cmd::bundle::run(&ctx, c),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Auth(c) => cmd::auth::run(c, &ctx.config),
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
         Command::Alerts(c) => cmd::alerts::run(&ctx, c),

@@ -18,6 +18,10 @@ pub enum ErrorKind {
     Overloaded,
     /// A dependency (database, artifact store, engine library) is unreachable or broken.
     Unavailable,
+    /// The request carries no credentials, or ones that are not valid: present a token.
+    Unauthenticated,
+    /// The caller is known but may not do this: ask for a token with a higher role.
+    Forbidden,
     /// A broken internal invariant: a bug.
     Internal,
 }
@@ -31,6 +35,8 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
         }
     }

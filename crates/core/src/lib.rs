@@ -13,6 +13,7 @@
 //! ```
 
 pub mod audit;
+pub mod auth;
 pub mod bundle;
 pub mod decision;
 pub mod drift;

@@ -139,9 +139,13 @@ impl Outcome {
             Outcome::Cancelled => Some("CANCELED"),
             Outcome::Failed(ErrorKind::Overloaded | ErrorKind::Unavailable) => Some("REJECTED"),
             Outcome::Failed(ErrorKind::Internal) => Some("BACKEND"),
-            Outcome::Failed(ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict) => {
-                Some("OTHER")
-            }
+            Outcome::Failed(
+                ErrorKind::Invalid
+                | ErrorKind::NotFound
+                | ErrorKind::Conflict
+                | ErrorKind::Unauthenticated
+                | ErrorKind::Forbidden,
+            ) => Some("OTHER"),
         }
     }
 }

@@ -8,6 +8,8 @@
   const root = $("review");
   if (!root) return;
   const FLAGS = JSON.parse(root.dataset.flags || "{}");
+  // Signed in with a token: the server records verdicts under the token's name.
+  const SIGNED_IN = root.dataset.signedIn || "";
   const NAME_KEY = "vigil.inspector";
   const POLL_MS = 15000;
   // `/review?model=weldnet` works one model's items only.
@@ -19,7 +21,7 @@
   const offCtx = off.getContext("2d");
 
   const S = {
-    inspector: localStorage.getItem(NAME_KEY) || "",
+    inspector: SIGNED_IN || localStorage.getItem(NAME_KEY) || "",
     cur: null, // { item, px, shownAt }
     next: null, // Promise<{item, px} | null>
     busy: false,
@@ -39,6 +41,11 @@
       body: body ? JSON.stringify(body) : undefined,
     });
     if (r.status === 204) return null;
+    if (r.status === 401) {
+      // The sign-in ran out (12 hours): sign in again and come back here.
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new Error("signed out");
+    }
     const text = await r.text();
     let json = null;
     try { json = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
@@ -465,7 +472,18 @@
     $("who-dialog").hidden = true;
     start();
   });
-  $("change-who").addEventListener("click", askName);
+  if (SIGNED_IN) {
+    // The name comes with the token; "change" signs out instead.
+    $("change-who").textContent = "sign out";
+    $("change-who").addEventListener("click", async () => {
+      release(S.cur);
+      if (S.next) release(await S.next);
+      await fetch("/logout", { method: "POST" });
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+    });
+  } else {
+    $("change-who").addEventListener("click", askName);
+  }
   window.addEventListener("pagehide", () => {
     release(S.cur);
     if (S.next) S.next.then(release);

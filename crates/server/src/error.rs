@@ -96,6 +96,8 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -194,6 +196,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if matches!(kind, ErrorKind::Unauthenticated) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
+            );
+        }
         response.extensions_mut().insert(body);
         if internal {
             response
@@ -216,6 +224,8 @@ mod tests {
             (ErrorKind::Conflict, 409),
             (ErrorKind::Overloaded, 429),
             (ErrorKind::Unavailable, 503),
+            (ErrorKind::Unauthenticated, 401),
+            (ErrorKind::Forbidden, 403),
             (ErrorKind::Internal, 500),
         ];
         for (kind, code) in cases {

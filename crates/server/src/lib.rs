@@ -34,6 +34,7 @@
 
 pub mod alert_source;
 pub mod alerting;
+pub mod auth;
 pub mod error;
 pub mod monitoring;
 pub mod openapi;
@@ -120,6 +121,8 @@ pub struct AppState {
     bundle_check: promote::BundleCheck,
     /// Held by each promotion, so deployments change one at a time.
     promotions: Arc<tokio::sync::Mutex<()>>,
+    /// `None`: auth is off and every route is open.
+    auth: Option<Arc<auth::Auth>>,
 }
 
 impl AppState {
@@ -137,7 +140,25 @@ impl AppState {
             review: None,
             bundle_check: promote::BundleCheck::basic(),
             promotions: Arc::new(tokio::sync::Mutex::new(())),
+            auth: None,
         }
+    }
+
+    /// Tokens guard the routes (see [`auth`]); `None` leaves every route open.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<Arc<auth::Auth>>) -> AppState {
+        self.auth = auth;
+        self
+    }
+
+    /// Whether routes are guarded by tokens.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The tokens, when auth is on.
+    pub fn auth(&self) -> Option<&Arc<auth::Auth>> {
+        self.auth.as_ref()
     }
 
     /// The registry that alias moves go through; without one the admin API answers 503.
@@ -236,12 +257,21 @@ pub async fn deploy(
     result
 }
 
-/// The router: every route, the body limit, and the request-id middleware.
+/// The router: every route behind its guard, the body limit, and the request-id
+/// middleware.
 pub fn app(state: AppState) -> Router {
     let limit = state.limits.max_body_bytes;
     let mut router = Router::new();
     for r in routes::table() {
-        router = router.route(r.path, r.handler);
+        let guard = auth::Guard {
+            auth: state.auth.clone(),
+            access: r.access,
+        };
+        router = router.route(
+            r.path,
+            r.handler
+                .layer(axum::middleware::from_fn_with_state(guard, auth::guard)),
+        );
     }
     router
         .fallback(routes::ops::no_route)

@@ -152,7 +152,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         },
     )
     .with_registry(registry.clone())
-    .with_bundle_check(bundle_check(ctx)?);
+    .with_bundle_check(bundle_check(ctx)?)
+    .with_auth(ctx.config.auth()?);
     let alert_store = match (&alerting, &log_store) {
         (None, _) => None,
         (Some(_), Some((store, _))) => Some(store.clone()),
@@ -212,7 +213,15 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         .await
         .map_err(|source| ListenError { addr, source })?;
     let local = listener.local_addr().context("no local address")?;
-    tracing::info!(address = %local, "Listening.");
+    tracing::info!(address = %local, auth = state.auth_enabled(), "Listening.");
+    if !state.auth_enabled() && !local.ip().is_loopback() {
+        tracing::warn!(
+            address = %local,
+            "Auth is off and the server listens beyond this machine: anyone who reaches it can \
+             move aliases and record verdicts. Turn on [auth] with tokens \
+             (`vigil auth token --help`)."
+        );
+    }
     // On stdout too, for scripts (and `--port 0`): the one line a caller needs.
     println!("listening on http://{local}");
     let _ = std::io::stdout().flush();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::serve::{http, start_with, stop};
+use crate::http::{http, start_with, stop};
 
 type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 

@@ -4,10 +4,12 @@
 
 mod alerts;
 mod audit;
+mod auth;
 mod bundle;
 mod common;
 mod config;
 mod drift;
+mod http;
 mod prediction_log;
 mod registry;
 mod review;

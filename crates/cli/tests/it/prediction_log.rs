@@ -4,8 +4,6 @@
 //! policy answers 503 rather than answer an unlogged prediction; the monitoring API reads
 //! what was logged; retention deletes old rows at start-up.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,90 +11,7 @@ use chrono::Utc;
 use vigil_core::monitor::PredictionRecord;
 
 use crate::common::*;
-use crate::serve::{Server, start_with, stop};
-
-/// One HTTP/1.1 request on a fresh connection, with extra headers: status and body.
-fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    try_request(addr, method, path, headers, body).unwrap()
-}
-
-/// [`request`], or the I/O error (a server that stopped listening).
-fn try_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-pub(crate) fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
-    let (status, body) = request(addr, "GET", path, &[], b"");
-    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status} {body:?}: {e}"));
-    (status, v)
-}
-
-/// A GET answered as text (`/metrics`).
-pub(crate) fn get_text(addr: &str, path: &str) -> (u16, String) {
-    request(addr, "GET", path, &[], b"")
-}
-
-/// A POST of a JSON body: status and body text.
-pub(crate) fn post_json(addr: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
-    request(
-        addr,
-        "POST",
-        path,
-        &[("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-}
-
-fn serve_log(env: &Env) -> String {
-    std::fs::read_to_string(env.path("serve.log")).unwrap_or_default()
-}
-
-/// Starts the server with `vars` and waits (at most 60 s) until `/readyz` answers 200.
-pub(crate) fn start_ready(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
-    let (server, addr) = start_with(env, vars);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while request(&addr, "GET", "/readyz", &[], b"").0 != 200 {
-        assert!(Instant::now() < deadline, "never ready\n{}", serve_log(env));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, addr)
-}
+use crate::http::{get, request, serve_log, start_ready, start_with, stop, try_request};
 
 /// What the monitoring API says of the served bundle's reference profile.
 fn reference(addr: &str) -> serde_json::Value {

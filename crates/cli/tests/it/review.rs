@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::common::*;
-use crate::prediction_log::{get, post_json, predict, start_ready};
-use crate::serve::stop;
+use crate::http::stop;
+use crate::http::{get, post_json, start_ready};
+use crate::prediction_log::predict;
 
 /// The first `n` validation tiles of the repository's weld data: (path, true label).
 fn val_tiles(n: usize) -> Vec<(std::path::PathBuf, String)> {
@@ -141,7 +142,7 @@ fn streamed_tiles_fill_the_queue_and_verdicts_match_vigil_score() {
     assert_eq!(realised["verdicts"], queued.len(), "{perf}");
     let got = realised["accuracy"].as_f64().unwrap();
     assert!((got - expected).abs() < 1e-12, "{got} vs {expected}");
-    let (_, metrics) = crate::prediction_log::get_text(&addr, "/metrics");
+    let (_, metrics) = crate::http::get_text(&addr, "/metrics");
     assert!(
         metrics.contains("vigil_review_realised_accuracy{model=\"weldnet\",version=\"1.0.0\"}"),
         "{metrics}"

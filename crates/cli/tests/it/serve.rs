@@ -3,55 +3,10 @@
 //! then SIGTERM and a clean exit; and an alias moved by the CLI while the server runs is
 //! picked up by its watcher.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-/// Kills the server if the test fails before it stops it.
-pub(crate) struct Server(pub(crate) Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection; gives the status code and the body.
-pub(crate) fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nx-request-id: e2e-1\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use crate::http::{Server, http, start_with, stop};
 
 #[test]
 fn serve_answers_a_predict_and_exits_cleanly_on_sigterm() {
@@ -212,53 +167,4 @@ fn wait_for_version(addr: &str, env: &Env, version: &str) {
 /// Starts `vigil serve --port 0` (logs in `serve.log`) and reads the address it printed.
 fn start(env: &Env) -> (Server, String) {
     start_with(env, &[])
-}
-
-/// [`start`] with extra environment variables.
-pub(crate) fn start_with(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
-    let log = std::fs::File::create(env.path("serve.log")).unwrap();
-    let mut child = env
-        .cmd()
-        .envs(vars.iter().copied())
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| {
-            panic!(
-                "unexpected first line {line:?}\n{}",
-                std::fs::read_to_string(env.path("serve.log")).unwrap()
-            )
-        })
-        .to_owned();
-    (server, addr)
-}
-
-/// Sends SIGTERM (not `Child::kill`, which is SIGKILL) and expects exit code 0.
-pub(crate) fn stop(mut server: Server, env: &Env) {
-    let pid = server.0.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(env.path("serve.log")).unwrap()
-    );
 }

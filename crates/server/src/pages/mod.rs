@@ -12,6 +12,7 @@
 
 pub mod chart;
 pub mod dashboard;
+pub mod login;
 pub mod queue;
 pub mod review;
 
@@ -31,6 +32,8 @@ pub enum Nav {
     Queue,
     /// `/review`
     Review,
+    /// `/login` (not in the navigation)
+    Login,
 }
 
 impl Nav {
@@ -79,6 +82,7 @@ pub fn layout(title: &str, active: Nav, body: &str, extra_head: &str) -> Html<St
             Nav::Dashboard => "dashboard",
             Nav::Queue => "queue",
             Nav::Review => "review",
+            Nav::Login => "login",
         },
         now = Utc::now().format("%Y-%m-%d %H:%M UTC"),
     ))

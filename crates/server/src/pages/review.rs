@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Html;
+use vigil_core::auth::Caller;
 use vigil_core::review::Flag;
 
 use super::{Nav, esc, layout, notice};
@@ -44,7 +46,10 @@ const KEYS: [(&str, &str); 10] = [
 ];
 
 /// `GET /review`
-pub async fn review(State(state): State<AppState>) -> Html<String> {
+pub async fn review(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> Html<String> {
     if store(&state).is_none() {
         let body = format!("<h1>Review</h1>{}", no_store_notice());
         return layout("Review", Nav::Review, &body, "");
@@ -59,7 +64,7 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
         let _ = write!(keys, "<span><kbd>{}</kbd> {}</span>", esc(k), esc(what));
     }
     let body = format!(
-        r#"<div class="review" id="review" data-flags="{flags}">
+        r#"<div class="review" id="review" data-flags="{flags}" data-signed-in="{signed_in}">
 <section class="viewer" id="viewer">
   <canvas id="view" tabindex="-1"></canvas>
   <div class="viewer-msg" id="viewer-msg">Loading…</div>
@@ -101,6 +106,9 @@ pub async fn review(State(state): State<AppState>) -> Html<String> {
   </form>
 </div>"#,
         flags = esc(&flags),
+        // Signed in with a token: verdicts go under its holder's name, which the page shows
+        // and does not ask for.
+        signed_in = esc(caller.as_ref().map_or("", |c| c.0.name.as_str())),
     );
     layout(
         "Review",

@@ -1,14 +1,17 @@
 //! The admin API: `PUT /v1/models/{name}/aliases/{alias}` with
-//! `{"version": "..", "reason": "..", "actor": ".."}` (actor optional, default `api`).
+//! `{"version": "..", "reason": "..", "actor": ".."}` (actor optional, default `api`; with
+//! auth on, the token's holder, and it needs the operator role).
 //! The work is [`crate::promote::promote`]; this handler parses and answers.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use vigil_core::ErrorKind;
+use vigil_core::auth::Caller;
 use vigil_core::types::{AliasName, ModelVersion};
 
+use crate::auth::acting_as;
 use crate::promote::{Promotion, promote};
 use crate::{ApiError, AppState};
 
@@ -23,7 +26,8 @@ pub struct SetAliasRequest {
     pub version: String,
     /// Why (audit log).
     pub reason: String,
-    /// Who (audit log); `api` when absent.
+    /// Who (audit log); `api` when absent. With auth on: the token's holder, and may be
+    /// left out.
     #[serde(default)]
     pub actor: Option<String>,
 }
@@ -48,6 +52,7 @@ pub struct SetAliasResponse {
 /// `PUT /v1/models/{name}/aliases/{alias}`
 pub async fn set_alias(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((name, alias)): Path<(String, String)>,
     body: Result<Json<SetAliasRequest>, JsonRejection>,
 ) -> Result<Json<SetAliasResponse>, ApiError> {
@@ -66,7 +71,8 @@ pub async fn set_alias(
         .version
         .parse()
         .map_err(|_| ApiError::not_found(format!("version {:?} of {name}", req.version)))?;
-    let actor = req.actor.unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
+    let actor = acting_as(caller.as_ref().map(|c| &c.0), req.actor, "actor")?
+        .unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
     // On its own task: a client that hangs up must not cancel a promotion between the alias
     // move and the install.
     let task = {

@@ -20,6 +20,9 @@ use axum::routing::{MethodRouter, get, post, put};
 use vigil_core::types::{ModelName, ModelVersion};
 use vigil_runtime::{Deployment, Infer};
 
+use vigil_core::auth::Role;
+
+use crate::auth::Access;
 use crate::{ApiError, AppState, pages};
 
 /// The HTTP methods the router serves.
@@ -44,19 +47,21 @@ impl Method {
     }
 }
 
-/// One route: a method on a path template, and its handler.
+/// One route: a method on a path template, what it needs from its caller, and its handler.
 #[derive(Debug)]
 pub struct Route {
     /// The method.
     pub method: Method,
     /// The path template, in axum's (and OpenAPI's) `{param}` syntax.
     pub path: &'static str,
+    /// Who may call it when auth is on.
+    pub access: Access,
     /// The handler, as a method router for `method` only.
     pub handler: MethodRouter<AppState>,
 }
 
-/// A route of `handler` for `method` on `path`.
-fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+/// A route of `handler` for `method` on `path`, open to `access`.
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
 where
     H: Handler<T, AppState>,
     T: 'static,
@@ -69,77 +74,135 @@ where
     Route {
         method,
         path,
+        access,
         handler,
     }
 }
 
-/// Every route the server serves: the one list `app()` registers, so that what is
+/// Every route the server serves, and who may call it: the one list `app()` registers
+/// (each handler behind [`crate::auth::guard`] with its access), so that what is
 /// documented (`/openapi.json`, checked against this list by a test) cannot drift from what
-/// is served.
+/// is served or guarded.
 pub fn table() -> Vec<Route> {
+    use Access::{Api, Health, Page, Predict, Public};
     use Method::{Get, Post, Put};
+    use Role::{Inspector, Operator, Viewer};
     vec![
-        route(Get, "/healthz", ops::healthz),
-        route(Get, "/readyz", ops::readyz),
-        route(Get, "/metrics", ops::metrics),
-        route(Get, "/openapi.json", crate::openapi::document),
-        route(Get, "/v1/models", ops::models),
-        route(Post, "/v1/models/{name}/predict", predict::latest),
+        route(Get, "/healthz", Health, ops::healthz),
+        route(Get, "/readyz", Health, ops::readyz),
+        route(Get, "/metrics", Api(Viewer), ops::metrics),
+        route(Get, "/openapi.json", Public, crate::openapi::document),
+        route(Get, "/v1/models", Api(Viewer), ops::models),
+        route(Post, "/v1/models/{name}/predict", Predict, predict::latest),
         route(
             Post,
             "/v1/models/{name}/versions/{version}/predict",
+            Predict,
             predict::versioned,
         ),
-        route(Put, "/v1/models/{name}/aliases/{alias}", admin::set_alias),
-        route(Get, "/v1/models/{name}/monitoring", monitor::monitoring),
-        route(Get, "/v1/models/{name}/drift", monitor::drift),
-        route(Get, "/v1/predictions/{request_id}", monitor::prediction),
-        route(Get, "/v1/alerts", alerts::alerts),
-        route(Get, "/v1/review/queue", review::queue),
-        route(Post, "/v1/review/claim", review::claim_next),
-        route(Get, "/v1/review/items/{id}", review::item),
-        route(Get, "/v1/review/items/{id}/image", review::image),
-        route(Get, "/v1/review/items/{id}/pixels", review::pixels),
-        route(Post, "/v1/review/items/{id}/claim", review::claim),
-        route(Post, "/v1/review/items/{id}/release", review::release),
-        route(Post, "/v1/review/items/{id}/skip", review::skip),
-        route(Post, "/v1/review/items/{id}/verdict", review::verdict),
-        route(Post, "/v1/feedback", review::feedback),
+        route(
+            Put,
+            "/v1/models/{name}/aliases/{alias}",
+            Api(Operator),
+            admin::set_alias,
+        ),
+        route(
+            Get,
+            "/v1/models/{name}/monitoring",
+            Api(Viewer),
+            monitor::monitoring,
+        ),
+        route(Get, "/v1/models/{name}/drift", Api(Viewer), monitor::drift),
+        route(
+            Get,
+            "/v1/predictions/{request_id}",
+            Api(Viewer),
+            monitor::prediction,
+        ),
+        route(Get, "/v1/alerts", Api(Viewer), alerts::alerts),
+        route(Get, "/v1/review/queue", Api(Viewer), review::queue),
+        route(Post, "/v1/review/claim", Api(Inspector), review::claim_next),
+        route(Get, "/v1/review/items/{id}", Api(Inspector), review::item),
+        route(
+            Get,
+            "/v1/review/items/{id}/image",
+            Api(Inspector),
+            review::image,
+        ),
+        route(
+            Get,
+            "/v1/review/items/{id}/pixels",
+            Api(Inspector),
+            review::pixels,
+        ),
+        route(
+            Post,
+            "/v1/review/items/{id}/claim",
+            Api(Inspector),
+            review::claim,
+        ),
+        route(
+            Post,
+            "/v1/review/items/{id}/release",
+            Api(Inspector),
+            review::release,
+        ),
+        route(
+            Post,
+            "/v1/review/items/{id}/skip",
+            Api(Inspector),
+            review::skip,
+        ),
+        route(
+            Post,
+            "/v1/review/items/{id}/verdict",
+            Api(Inspector),
+            review::verdict,
+        ),
+        route(Post, "/v1/feedback", Api(Inspector), review::feedback),
         route(
             Get,
             "/v1/models/{name}/performance",
+            Api(Viewer),
             review::model_performance,
         ),
-        route(Get, "/", pages::root),
-        route(Get, "/dashboard", pages::dashboard::dashboard),
-        route(Get, "/review", pages::review::review),
-        route(Get, "/review/queue", pages::queue::queue),
-        route(Get, "/assets/{file}", pages::asset),
-        route(Get, "/v2", v2::server_metadata),
-        route(Get, "/v2/health/live", v2::live),
-        route(Get, "/v2/health/ready", v2::ready),
-        route(Get, "/v2/models/{name}", v2::model_metadata),
+        route(Get, "/", Page(Viewer), pages::root),
+        route(Get, "/dashboard", Page(Viewer), pages::dashboard::dashboard),
+        route(Get, "/review", Page(Inspector), pages::review::review),
+        route(Get, "/review/queue", Page(Viewer), pages::queue::queue),
+        route(Get, "/assets/{file}", Public, pages::asset),
+        route(Get, "/login", Public, pages::login::form),
+        route(Post, "/login", Public, pages::login::login),
+        route(Post, "/logout", Public, pages::login::logout),
+        route(Get, "/v2", Health, v2::server_metadata),
+        route(Get, "/v2/health/live", Health, v2::live),
+        route(Get, "/v2/health/ready", Health, v2::ready),
+        route(Get, "/v2/models/{name}", Api(Viewer), v2::model_metadata),
         route(
             Get,
             "/v2/models/{name}/versions/{version}",
+            Api(Viewer),
             v2::model_metadata_versioned,
         ),
-        route(Get, "/v2/models/{name}/ready", v2::model_ready),
+        route(Get, "/v2/models/{name}/ready", Health, v2::model_ready),
         route(
             Get,
             "/v2/models/{name}/versions/{version}/ready",
+            Health,
             v2::model_ready_versioned,
         ),
-        route(Get, "/v2/models/{name}/stats", v2::model_stats),
+        route(Get, "/v2/models/{name}/stats", Api(Viewer), v2::model_stats),
         route(
             Get,
             "/v2/models/{name}/versions/{version}/stats",
+            Api(Viewer),
             v2::model_stats_versioned,
         ),
-        route(Post, "/v2/models/{name}/infer", v2_infer::infer),
+        route(Post, "/v2/models/{name}/infer", Predict, v2_infer::infer),
         route(
             Post,
             "/v2/models/{name}/versions/{version}/infer",
+            Predict,
             v2_infer::infer_versioned,
         ),
     ]

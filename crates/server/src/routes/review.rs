@@ -6,18 +6,20 @@
 //! a missing inspector 400, a stale claim 409 (the store checks claims and writes each
 //! verdict with its audit entry in one transaction).
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use vigil_core::auth::Caller;
 use vigil_core::review::ItemState;
 use vigil_store::{
     NewVerdict, QueueSummary, ReviewItem, ReviewQuery, VerdictOutcome, VerdictSource,
 };
 
+use crate::auth::acting_as;
 use crate::review::{Performance, ReviewState, performance};
 use crate::routes::model_name;
 use crate::{ApiError, AppState};
@@ -34,7 +36,13 @@ fn review(state: &AppState) -> Result<&ReviewState, ApiError> {
     })
 }
 
-fn inspector(raw: &str) -> Result<String, ApiError> {
+/// The inspector a request acts as: the token's holder when auth is on (a body naming
+/// someone else is refused), else the body's `inspector`.
+fn inspector(
+    caller: Option<Extension<Caller>>,
+    claimed: Option<String>,
+) -> Result<String, ApiError> {
+    let raw = acting_as(caller.as_ref().map(|c| &c.0), claimed, "inspector")?.unwrap_or_default();
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > MAX_INSPECTOR {
         return Err(ApiError::invalid(format!(
@@ -190,7 +198,9 @@ pub async fn pixels(
 #[derive(Debug, Deserialize)]
 pub struct ClaimNextRequest {
     /// Who is claiming.
-    pub inspector: String,
+    /// With auth on: the token's holder, and may be left out.
+    #[serde(default)]
+    pub inspector: Option<String>,
     /// Only items of this model.
     pub model: Option<String>,
 }
@@ -199,10 +209,11 @@ pub struct ClaimNextRequest {
 /// lease; 204 when nothing is left for them.
 pub async fn claim_next(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Json(body): Json<ClaimNextRequest>,
 ) -> Result<Response, ApiError> {
     let r = review(&state)?;
-    let who = inspector(&body.inspector)?;
+    let who = inspector(caller, body.inspector)?;
     match r
         .store
         .claim_next(&who, body.model.as_deref(), r.config.claim_lease)
@@ -217,18 +228,21 @@ pub async fn claim_next(
 #[derive(Debug, Deserialize)]
 pub struct ClaimRequest {
     /// Who is claiming.
-    pub inspector: String,
+    /// With auth on: the token's holder, and may be left out.
+    #[serde(default)]
+    pub inspector: Option<String>,
 }
 
 /// `POST /v1/review/items/{id}/claim`: one item; 409 while another inspector holds it or
 /// once it is settled.
 pub async fn claim(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<i64>,
     Json(body): Json<ClaimRequest>,
 ) -> Result<Json<ReviewItem>, ApiError> {
     let r = review(&state)?;
-    let who = inspector(&body.inspector)?;
+    let who = inspector(caller, body.inspector)?;
     Ok(Json(r.store.claim(id, &who, r.config.claim_lease).await?))
 }
 
@@ -257,18 +271,21 @@ pub struct SkipRequest {
     /// The claim's token.
     pub token: String,
     /// Who skips.
-    pub inspector: String,
+    /// With auth on: the token's holder, and may be left out.
+    #[serde(default)]
+    pub inspector: Option<String>,
 }
 
 /// `POST /v1/review/items/{id}/skip`: releases the claim; the item is not offered to this
 /// inspector again (204).
 pub async fn skip(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<i64>,
     Json(body): Json<SkipRequest>,
 ) -> Result<StatusCode, ApiError> {
     let r = review(&state)?;
-    let who = inspector(&body.inspector)?;
+    let who = inspector(caller, body.inspector)?;
     item_or_404(r, id).await?;
     r.store.skip(id, &body.token, &who).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -280,7 +297,9 @@ pub struct VerdictRequest {
     /// The claim's token.
     pub token: String,
     /// Who decides.
-    pub inspector: String,
+    /// With auth on: the token's holder, and may be left out.
+    #[serde(default)]
+    pub inspector: Option<String>,
     /// The inspector's label: one of the item's labels.
     pub label: String,
     /// Free text.
@@ -292,11 +311,12 @@ pub struct VerdictRequest {
 /// `POST /v1/review/items/{id}/verdict`: the verdict, under the inspector's claim.
 pub async fn verdict(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<i64>,
     Json(body): Json<VerdictRequest>,
 ) -> Result<Json<VerdictOutcome>, ApiError> {
     let r = review(&state)?;
-    let who = inspector(&body.inspector)?;
+    let who = inspector(caller, body.inspector)?;
     let item = item_or_404(r, id).await?;
     check_label(&body.label, &item.labels)?;
     let v = NewVerdict {
@@ -320,8 +340,10 @@ pub struct FeedbackRequest {
     pub request_id: String,
     /// The ground truth: one of the model's labels.
     pub label: String,
-    /// Who (a person, or the inspection system's name).
-    pub inspector: String,
+    /// Who (a person, or the inspection system's name). With auth on: the token's holder,
+    /// and may be left out.
+    #[serde(default)]
+    pub inspector: Option<String>,
     /// Free text.
     pub comment: Option<String>,
     /// Time spent, milliseconds.
@@ -331,10 +353,11 @@ pub struct FeedbackRequest {
 /// `POST /v1/feedback`: a verdict on any logged prediction, queued or not (201).
 pub async fn feedback(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Json(body): Json<FeedbackRequest>,
 ) -> Result<(StatusCode, Json<VerdictOutcome>), ApiError> {
     let r = review(&state)?;
-    let who = inspector(&body.inspector)?;
+    let who = inspector(caller, body.inspector)?;
     let labels = match r.store.review_item_by_request(&body.request_id).await? {
         Some(item) => item.labels,
         None => logged_labels(&state, &body.request_id).await?,

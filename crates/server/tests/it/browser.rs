@@ -131,6 +131,15 @@ async fn press(c: &Client, keys: &str) {
         .unwrap();
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 fn screenshots() -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(std::env::temp_dir, PathBuf::from)
@@ -195,6 +204,14 @@ fn drift_row(minutes_ago: i64, k: f64) -> DriftWindowRow {
 
 /// The app on a socket, with a review store and a monitoring store in `dir`.
 async fn serve(dir: &Path) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
+    serve_with_auth(dir, None).await
+}
+
+/// [`serve`] with tokens guarding the routes.
+async fn serve_with_auth(
+    dir: &Path,
+    auth: Option<Arc<vigil_server::auth::Auth>>,
+) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
     let opts = OpenOptions::new(dir);
     let monitor_store = vigil_store::open_monitor(&opts).await.unwrap();
     let metrics = vigil_runtime::Metrics::new();
@@ -228,7 +245,8 @@ async fn serve(dir: &Path) -> (AppState, Arc<dyn ReviewStore>, SocketAddr) {
     let state = AppState::new(infer, HttpLimits::default())
         .with_registry(registry)
         .with_monitoring(monitor_store.clone(), log)
-        .with_review(review_state);
+        .with_review(review_state)
+        .with_auth(auth);
     vigil_server::deploy(&state, bundle("1")).await.unwrap();
     // One rule that fires on the live traffic, for the dashboard's alerts.
     let rule = vigil_core::monitor::alert::AlertRule {
@@ -391,12 +409,7 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     .await;
     let name = c.find(Locator::Css("#who-name")).await.unwrap();
     name.send_keys("Ada Lovelace").await.unwrap();
-    c.find(Locator::Css("#who-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#who-form button").await;
 
     // The film comes first (most urgent, oldest), drawn on the canvas.
     until(
@@ -552,6 +565,94 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     .await;
     assert_eq!(text(&c, "#inspector").await, "Ada Lovelace");
 
+    c.close().await.unwrap();
+    state.infer().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_an_inspector_signs_in_and_her_verdict_carries_her_tokens_name() {
+    use vigil_core::auth::{Role, Secret, TokenEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = Secret::generate().unwrap();
+    let auth = vigil_server::auth::Auth::from_config(&vigil_server::auth::AuthConfig {
+        enabled: true,
+        tokens: vec![TokenEntry {
+            name: "Grace Hopper".into(),
+            role: Role::Inspector,
+            sha256: secret.digest(),
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let (state, store, addr) = serve_with_auth(dir.path(), auth).await;
+    let base = format!("http://{addr}");
+    let queued = vec![item(
+        "signed-1",
+        "porosity",
+        [0.08, 0.48, 0.41, 0.03],
+        vec![Flag::Review],
+        3,
+        tile().to_vec(),
+        serde_json::json!({}),
+    )];
+    assert_eq!(store.enqueue(&queued).await.unwrap(), 1);
+
+    let (_driver, c) = browser().await;
+    // The review page sends the browser to sign in first, and back after.
+    c.goto(&format!("{base}/review")).await.unwrap();
+    until(&c, "the sign-in page", "location.pathname === '/login'").await;
+    screenshot(&c, &screenshots(), "login.png").await;
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(secret.expose())
+        .await
+        .unwrap();
+    click(&c, "#sign-in").await;
+    until(&c, "the review page", "location.pathname === '/review'").await;
+    // No name to type: the token's holder is shown, and "change" signs out instead.
+    until(
+        &c,
+        "the item",
+        "document.getElementById('pred-label').textContent === 'porosity'",
+    )
+    .await;
+    assert_eq!(text(&c, "#inspector").await, "Grace Hopper");
+    assert_eq!(text(&c, "#change-who").await, "sign out");
+    let asked = c
+        .execute(
+            "return document.getElementById('who-dialog').hidden;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(asked, serde_json::Value::Bool(true), "no name dialog");
+    // The script cannot read the cookie (HttpOnly).
+    let cookie = c.execute("return document.cookie;", vec![]).await.unwrap();
+    assert_eq!(cookie, serde_json::json!(""));
+
+    press(&c, "1").await;
+    until(
+        &c,
+        "the empty queue",
+        "!document.getElementById('empty').hidden",
+    )
+    .await;
+    let verdicts = store.verdicts_for("signed-1").await.unwrap();
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].inspector, "Grace Hopper");
+    assert_eq!(verdicts[0].label, "crack");
+
+    // Signing out: the next visit asks for the token again.
+    click(&c, "#change-who").await;
+    until(
+        &c,
+        "the sign-in page again",
+        "location.pathname === '/login'",
+    )
+    .await;
+    c.goto(&format!("{base}/review")).await.unwrap();
+    until(&c, "still signed out", "location.pathname === '/login'").await;
     c.close().await.unwrap();
     state.infer().shutdown().await;
 }

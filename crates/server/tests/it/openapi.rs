@@ -92,7 +92,8 @@ async fn the_openapi_document_describes_every_route_and_the_real_answers() {
         assert!(op["operationId"].is_string(), "{method} {path}");
         let ok = op["responses"]
             .as_object()
-            .is_some_and(|r| r.keys().any(|code| code.starts_with('2')));
+            // 2xx, or 303: where a form post succeeds by sending the browser on.
+            .is_some_and(|r| r.keys().any(|code| code.starts_with('2') || code == "303"));
         assert!(ok, "{method} {path} documents no success answer");
         // Every path parameter is declared.
         for param in path.split('/').filter_map(|s| s.strip_prefix('{')) {
@@ -104,6 +105,17 @@ async fn the_openapi_document_describes_every_route_and_the_real_answers() {
                 .any(|p| p["name"] == param && p["in"] == "path");
             assert!(declared, "{method} {path}: {{{param}}} undeclared");
         }
+    }
+    // Who may call each route is documented as the route table guards it.
+    for r in vigil_server::routes::table() {
+        let op = &doc["paths"][r.path][r.method.as_openapi()];
+        assert_eq!(
+            op["x-vigil-access"],
+            r.access.as_str(),
+            "{} {}",
+            r.method.as_openapi(),
+            r.path
+        );
     }
 
     // The native predict takes images and multipart forms.
@@ -133,6 +145,8 @@ async fn the_openapi_document_describes_every_route_and_the_real_answers() {
         vigil_core::ErrorKind::Conflict,
         vigil_core::ErrorKind::Overloaded,
         vigil_core::ErrorKind::Unavailable,
+        vigil_core::ErrorKind::Unauthenticated,
+        vigil_core::ErrorKind::Forbidden,
         vigil_core::ErrorKind::Internal,
     ]
     .iter()

@@ -67,7 +67,7 @@ fn put_alias(alias: &str, body: &serde_json::Value) -> Request<Body> {
 }
 
 /// A state over `registry` serving its `production` version (1.0.0), and its router.
-async fn served_from(
+pub(crate) async fn served_from(
     registry: Arc<dyn vigil_store::Registry>,
 ) -> (vigil_server::AppState, axum::Router) {
     let state = empty_state(HttpLimits::default()).with_registry(registry.clone());

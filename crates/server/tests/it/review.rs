@@ -17,7 +17,7 @@ use vigil_server::{AppState, HttpLimits};
 use super::common::*;
 
 /// A server with a prediction log and a review queue in `dir`, serving weldnet 1.
-async fn reviewing(
+pub(crate) async fn reviewing(
     dir: &std::path::Path,
     qa_share: f64,
     second_opinion: SecondOpinion,

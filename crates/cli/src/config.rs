@@ -10,6 +10,24 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use vigil_core::monitor::alert::duration_text;
 
+/// [`Config::engine_placement`] on `cores` cores.
+fn placement(
+    cores: usize,
+    mut engine: vigil_engine::EngineConfig,
+    instances: Option<usize>,
+) -> (usize, vigil_engine::EngineConfig) {
+    let threads = engine.intra_threads;
+    let instances = match instances.filter(|&n| n > 0) {
+        Some(n) => n,
+        None if threads == 0 => cores,
+        None => (cores / threads).max(1),
+    };
+    if threads == 0 {
+        engine.intra_threads = (cores / instances).max(1);
+    }
+    (instances, engine)
+}
+
 /// The defaults, compiled in; `config/default.toml` documents every field.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
@@ -130,7 +148,7 @@ pub struct EngineSection {
     /// Which engine runs models: `onnxruntime` (the default) or `tract` (pure Rust; only in a
     /// build with the `tract` feature, and CPU only).
     pub kind: vigil_engine::EngineKind,
-    /// Threads per loaded model; 0 for one per core.
+    /// Threads per engine instance; 0 splits the cores among the instances.
     pub threads: usize,
     /// Explicit `libonnxruntime.so`; empty to search.
     pub onnxruntime_library: PathBuf,
@@ -178,6 +196,9 @@ pub struct ServerSection {
     pub max_in_flight: usize,
     /// Most images (or tiles) per engine call.
     pub max_batch_size: usize,
+    /// Engine instances per served version; 0 fits them to the cores
+    /// ([`Config::engine_placement`]).
+    pub instances: usize,
     /// How long a batch that is not full may wait for more requests ("0s": never wait).
     #[serde(with = "duration_text")]
     pub max_queue_delay: std::time::Duration,
@@ -300,6 +321,20 @@ impl Config {
         }
     }
 
+    /// How a model's engines are placed on this machine's cores: how many instances, each
+    /// with the returned engine configuration. The one rule `vigil score` and `vigil serve`
+    /// share: `instances` given (and not 0) is kept; otherwise as many as fit the cores with
+    /// engine.threads threads each. engine.threads = 0 splits the cores among the instances,
+    /// so with neither set there is one single-threaded instance per core: for throughput
+    /// the best placement measured on CNNs small and large (bench/README.md).
+    pub fn engine_placement(
+        &self,
+        instances: Option<usize>,
+    ) -> (usize, vigil_engine::EngineConfig) {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        placement(cores, self.engine(), instances)
+    }
+
     /// The trusted public keys, read from their files.
     pub fn trusted_keys(&self) -> anyhow::Result<Vec<vigil_core::bundle::PublicKey>> {
         self.bundle
@@ -364,6 +399,41 @@ mod tests {
             .extract::<Config>()
             .unwrap_err();
         assert!(err.to_string().contains("data_dri"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::placement;
+
+    fn threads(t: usize) -> vigil_engine::EngineConfig {
+        vigil_engine::EngineConfig {
+            intra_threads: t,
+            ..vigil_engine::EngineConfig::default()
+        }
+    }
+
+    #[test]
+    fn engines_fill_the_cores_one_way_or_the_other() {
+        // (cores, engine.threads, instances asked) -> (instances, threads each)
+        let cases = [
+            (2, 0, None, (2, 1)),
+            (2, 0, Some(0), (2, 1)),
+            (2, 0, Some(1), (1, 2)),
+            (8, 0, Some(2), (2, 4)),
+            (8, 2, None, (4, 2)),
+            (2, 4, None, (1, 4)),
+            (2, 1, Some(3), (3, 1)),
+            (1, 0, Some(4), (4, 1)),
+        ];
+        for (cores, t, asked, expected) in cases {
+            let (n, e) = placement(cores, threads(t), asked);
+            assert_eq!(
+                (n, e.intra_threads),
+                expected,
+                "{cores} cores, {t} threads, {asked:?}"
+            );
+        }
     }
 }
 

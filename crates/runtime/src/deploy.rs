@@ -30,7 +30,7 @@ use crate::queue::{self, QueueHandle};
 use crate::{BatchConfig, Error, Result};
 
 /// How deployments are built: batching, engine and preprocessing limits.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DeployConfig {
     /// How each version's queue forms batches (default: [`BatchConfig::default`]).
     pub batch: BatchConfig,
@@ -40,6 +40,22 @@ pub struct DeployConfig {
     pub limits: Limits,
     /// Monitoring of each deployed version (default: on, nothing logged).
     pub monitor: MonitorConfig,
+    /// Engine instances per deployed version, each on its own thread with the engine's
+    /// threads (default 1). Two single-threaded instances on two cores is Triton's instance
+    /// group; one instance with two threads halves the latency of a lone request.
+    pub instances: usize,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            batch: BatchConfig::default(),
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            monitor: MonitorConfig::default(),
+            instances: 1,
+        }
+    }
 }
 
 /// A verified bundle: its manifest, identity and every listed file (from
@@ -193,17 +209,20 @@ impl Deployments {
     pub async fn prepare(&self, bundle: BundleFiles) -> Result<Arc<Deployment>> {
         self.refuse_after_shutdown()?;
         let engine = self.cfg.engine.clone();
-        let (bundle, backend) = tokio::task::spawn_blocking(move || {
+        let instances = self.cfg.instances.max(1);
+        let (bundle, backends) = tokio::task::spawn_blocking(move || {
             let model = bundle
                 .files
                 .get(MODEL_FILE)
                 .ok_or_else(|| Error::Invalid(format!("the bundle has no {MODEL_FILE}")))?;
-            let backend = vigil_engine::load(model, &bundle.manifest, &engine)?;
-            Ok::<_, Error>((bundle, backend))
+            let backends = (0..instances)
+                .map(|_| vigil_engine::load(model, &bundle.manifest, &engine))
+                .collect::<vigil_engine::Result<Vec<_>>>()?;
+            Ok::<_, Error>((bundle, backends))
         })
         .await
         .map_err(|e| Error::Internal(format!("loading the engine panicked: {e}")))??;
-        self.prepare_with_backend(bundle, backend).await
+        self.prepare_with_backends(bundle, backends).await
     }
 
     /// Deploys `bundle` on an already prepared `backend`: runs the bundle's golden cases
@@ -224,18 +243,30 @@ impl Deployments {
     pub async fn prepare_with_backend(
         &self,
         bundle: BundleFiles,
-        mut backend: Box<dyn Backend>,
+        backend: Box<dyn Backend>,
+    ) -> Result<Arc<Deployment>> {
+        self.prepare_with_backends(bundle, vec![backend]).await
+    }
+
+    /// [`Deployments::prepare_with_backend`] with one backend per instance; every instance
+    /// is golden-checked.
+    pub async fn prepare_with_backends(
+        &self,
+        bundle: BundleFiles,
+        mut backends: Vec<Box<dyn Backend>>,
     ) -> Result<Arc<Deployment>> {
         self.refuse_after_shutdown()?;
         let limits = self.cfg.limits;
-        let (bundle, backend, pipeline) = tokio::task::spawn_blocking(move || {
+        let (bundle, backends, pipeline) = tokio::task::spawn_blocking(move || {
             let pipeline = Pipeline::new(&bundle.manifest, limits);
-            check_golden(&bundle, backend.as_mut(), &pipeline)?;
-            Ok::<_, Error>((bundle, backend, pipeline))
+            for backend in &mut backends {
+                check_golden(&bundle, backend.as_mut(), &pipeline)?;
+            }
+            Ok::<_, Error>((bundle, backends, pipeline))
         })
         .await
         .map_err(|e| Error::Internal(format!("the golden check panicked: {e}")))??;
-        Ok(Arc::new(self.start(bundle, backend, pipeline)?))
+        Ok(Arc::new(self.start(bundle, backends, pipeline)?))
     }
 
     /// Installs `deployment` and logs the swap.
@@ -290,7 +321,7 @@ impl Deployments {
     fn start(
         &self,
         bundle: BundleFiles,
-        backend: Box<dyn Backend>,
+        backends: Vec<Box<dyn Backend>>,
         pipeline: Pipeline,
     ) -> Result<Deployment> {
         let m = &bundle.manifest;
@@ -312,9 +343,12 @@ impl Deployments {
         } else {
             pipeline
         };
-        let engine = backend.describe();
+        let engine = backends
+            .first()
+            .map(|b| b.describe())
+            .ok_or_else(|| Error::Internal("a deployment needs an engine instance".into()))?;
         let model = ModelHandle::start(
-            backend,
+            backends,
             ModelContext {
                 label: format!("{} {}", m.model.name, m.model.version),
                 max_batch_size: self.cfg.batch.max_batch_size,

@@ -1,6 +1,11 @@
-//! The model thread: a dedicated `std::thread` per model instance owns the engine's
+//! The model threads: a dedicated `std::thread` per model instance owns an engine's
 //! [`Backend`], takes batches with `blocking_recv()`, stacks them, runs them, splits the
 //! outputs per entry and answers each entry's oneshot with its rows and timings.
+//!
+//! The instances of one version (Triton's instance group: several engines of the same model,
+//! each with its own threads) share one channel of capacity one: whichever instance is free
+//! takes the one batch the queue formed, and the queue forms the next as soon as it is taken,
+//! so a batch never waits behind a busy instance while another is idle.
 //!
 //! An engine error fans out to every entry of the batch (`engine::Error` is `Clone`); a
 //! panic in the engine is caught and answered as [`Error::Internal`], never a hang. The
@@ -11,6 +16,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry as MapEntry;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -32,31 +38,44 @@ pub(crate) struct ModelContext {
     pub metrics: DeploymentMetrics,
 }
 
-/// The sending side of a model thread; dropping it lets the thread finish the batches it
-/// was given and joins it.
+/// The sending side of a version's model threads; dropping it lets the threads finish the
+/// batches they were given and joins them.
 #[derive(Debug)]
 pub(crate) struct ModelHandle {
     tx: Option<mpsc::Sender<Vec<Entry>>>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     label: String,
 }
 
 impl ModelHandle {
-    /// Starts the thread that owns `backend`.
-    pub(crate) fn start(backend: Box<dyn Backend>, ctx: ModelContext) -> Result<ModelHandle> {
-        // One batch prefetched while another runs: the queue forms the next batch as late
-        // as possible, so it is as full as possible.
+    /// Starts one thread per backend (instance), all taking batches from one channel.
+    pub(crate) fn start(backends: Vec<Box<dyn Backend>>, ctx: ModelContext) -> Result<ModelHandle> {
+        // One batch prefetched while the instances run: the queue forms the next batch as
+        // late as possible, so it is as full as possible.
         let (tx, rx) = mpsc::channel(1);
+        let rx = Arc::new(Mutex::new(rx));
+        let ctx = Arc::new(ctx);
         let label = ctx.label.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vigil-model {label}"))
-            .spawn(move || serve(backend, rx, &ctx))
-            .map_err(|e| Error::Internal(format!("cannot start a model thread: {e}")))?;
-        Ok(ModelHandle {
+        let instances = backends.len();
+        let mut handle = ModelHandle {
             tx: Some(tx),
-            thread: Some(thread),
-            label,
-        })
+            threads: Vec::with_capacity(instances),
+            label: label.clone(),
+        };
+        for (i, backend) in backends.into_iter().enumerate() {
+            let (rx, ctx) = (Arc::clone(&rx), Arc::clone(&ctx));
+            let name = if instances == 1 {
+                format!("vigil-model {label}")
+            } else {
+                format!("vigil-model {label} #{i}")
+            };
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || serve(backend, &rx, &ctx))
+                .map_err(|e| Error::Internal(format!("cannot start a model thread: {e}")))?;
+            handle.threads.push(thread);
+        }
+        Ok(handle)
     }
 
     /// Waits until the thread can take a batch; `None` when it has stopped.
@@ -72,17 +91,28 @@ impl Drop for ModelHandle {
     fn drop(&mut self) {
         // Closing the channel ends the thread's loop once it has run what it was given.
         self.tx.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!(model = %self.label, "The model thread panicked outside the engine.");
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!(model = %self.label, "A model thread panicked outside the engine.");
+            }
         }
     }
 }
 
-fn serve(mut backend: Box<dyn Backend>, mut rx: mpsc::Receiver<Vec<Entry>>, ctx: &ModelContext) {
+fn serve(
+    mut backend: Box<dyn Backend>,
+    rx: &Mutex<mpsc::Receiver<Vec<Entry>>>,
+    ctx: &ModelContext,
+) {
     tracing::debug!(model = %ctx.label, engine = %backend.describe(), "Model thread started.");
-    while let Some(batch) = rx.blocking_recv() {
+    loop {
+        // The free instance holding the lock waits for the next batch; the others wait for
+        // the lock. A poisoned lock only means another instance panicked outside the engine.
+        let batch = rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv();
+        let Some(batch) = batch else { break };
         run_batch(backend.as_mut(), batch, ctx);
     }
     tracing::debug!(model = %ctx.label, "Model thread stopped.");

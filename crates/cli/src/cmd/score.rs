@@ -55,7 +55,8 @@ pub struct ScoreArgs {
     pub jobs: Option<usize>,
     /// Engine instances, each running batches on its own thread (default: as many as fit the
     /// cores with engine.threads threads each; with engine.threads = 0, one single-threaded
-    /// instance per core, which gives small models the most images per second).
+    /// instance per core, which gives the most images per second; given with
+    /// engine.threads = 0, the cores are split among them).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub instances: Option<u32>,
     /// For bundles that tile whole radiographs: write one heat-map PNG per film here.
@@ -109,21 +110,14 @@ pub fn run(ctx: &Context, args: ScoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let configured = ctx.config.engine();
-    let threads = if configured.intra_threads == 0 {
-        1
-    } else {
-        configured.intra_threads
-    };
-    let instances = args
-        .instances
-        .map_or((cores / threads).max(1), |n| n as usize);
+    let (instances, engine) = ctx
+        .config
+        .engine_placement(args.instances.map(|n| n as usize));
     // Decode threads share the cores with the engines: idle engine threads must sleep, not
     // spin (measured: see bench/README.md).
     let engine = vigil_engine::EngineConfig {
         spin_wait: false,
-        intra_threads: threads,
-        ..configured
+        ..engine
     };
     let model = bundle.read_file(MODEL_FILE)?;
     let backends = (0..instances)

@@ -95,10 +95,11 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     let s = &ctx.config.server;
     tracing::info!(config = ?s, "Server configuration.");
     let alerting = alerting(ctx)?;
-    let engine = ctx.config.engine();
+    let (instances, engine) = ctx.config.engine_placement(Some(s.instances));
     tracing::info!(
         kind = ?engine.kind,
         device = ?engine.device,
+        instances,
         threads = engine.intra_threads,
         "Engine selected."
     );
@@ -140,6 +141,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             },
             engine,
             monitor,
+            instances,
             ..DeployConfig::default()
         },
         metrics,

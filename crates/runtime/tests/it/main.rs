@@ -180,6 +180,43 @@ async fn a_request_beyond_max_in_flight_is_refused_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_run_two_batches_at_once_and_a_third_goes_to_whichever_frees_first() {
+    let infer = runtime(16, batch(1, Duration::ZERO));
+    let (a, gate_a, mut entered_a) = gated();
+    let (b, gate_b, mut entered_b) = gated();
+    let d = infer
+        .deployments()
+        .prepare_with_backends(fake_bundle("1"), vec![Box::new(a), Box::new(b)])
+        .await
+        .unwrap();
+    infer.deployments().install(d).unwrap();
+    let png = tiles()[0].1.clone();
+    let spawn = || {
+        let (infer, png) = (infer.clone(), png.clone());
+        tokio::spawn(async move { infer.classify(&name(), png, None).await })
+    };
+    let first = [spawn(), spawn()];
+    // Both instances hold a batch at the same time: neither has been let go.
+    assert_eq!(entered_a.recv().await, Some(1));
+    assert_eq!(entered_b.recv().await, Some(1));
+    // A third waits (prefetched) and runs on the instance that frees first, here B.
+    let third = spawn();
+    until("the third request is queued", || infer.in_flight() == 3).await;
+    gate_b.send(()).unwrap();
+    assert_eq!(entered_b.recv().await, Some(1));
+    gate_b.send(()).unwrap();
+    gate_a.send(()).unwrap();
+    for h in first.into_iter().chain([third]) {
+        assert_eq!(h.await.unwrap().unwrap().batch_size, 1);
+    }
+    assert!(entered_a.try_recv().is_err(), "A ran only the first batch");
+    let text = infer.metrics().render();
+    let mv = [("model", "weldnet"), ("version", "1")];
+    assert_eq!(sample(&text, metrics::NV_INFERENCE_EXEC_COUNT, &mv), 3.0);
+    infer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_request_is_skipped_not_run() {
     let infer = runtime(16, batch(1, Duration::ZERO));
     let (fake, gate, mut entered) = gated();

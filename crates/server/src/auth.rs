@@ -111,10 +111,13 @@ impl Auth {
         let secret = presented_secret(headers).ok_or_else(|| {
             unauthenticated("this server requires a token: send `Authorization: Bearer vgl_...`")
         })?;
-        self.tokens
-            .authenticate(secret)
-            .cloned()
+        self.authenticate(secret)
             .ok_or_else(|| unauthenticated("the token is not valid on this server"))
+    }
+
+    /// The holder of the token whose secret is `secret`, if any.
+    pub fn authenticate(&self, secret: &str) -> Option<Caller> {
+        self.tokens.authenticate(secret).cloned()
     }
 }
 
@@ -145,20 +148,19 @@ fn unauthenticated(message: &str) -> ApiError {
     }
 }
 
-/// The guard's state: the server's auth and the route's access.
+/// The guard's state: the server's auth and the route's access. (With auth off, `app()`
+/// puts no guard on the routes.)
 #[derive(Debug, Clone)]
 pub struct Guard {
-    /// `None`: auth is off.
-    pub auth: Option<Arc<Auth>>,
+    /// The tokens.
+    pub auth: Arc<Auth>,
     /// What the route needs.
     pub access: Access,
 }
 
 /// The per-route middleware (see the module docs).
 pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
-    let Some(auth) = g.auth else {
-        return next.run(req).await;
-    };
+    let auth = g.auth;
     let Some(needed) = g.access.needs(&auth) else {
         return next.run(req).await;
     };

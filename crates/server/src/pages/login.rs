@@ -61,13 +61,8 @@ pub async fn login(
     let Some(auth) = state.auth() else {
         return Redirect::to(next).into_response();
     };
-    let mut presented = HeaderMap::new();
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", f.token.trim()));
-    if let Ok(v) = bearer {
-        presented.insert(header::AUTHORIZATION, v);
-    }
-    match auth.caller(&presented) {
-        Ok(caller) => {
+    match auth.authenticate(f.token.trim()) {
+        Some(caller) => {
             tracing::info!(caller = %caller.name, role = %caller.role, "Signed in.");
             let secure = if behind_tls(&headers) { "; Secure" } else { "" };
             let cookie = format!(
@@ -80,7 +75,7 @@ pub async fn login(
             }
             r
         }
-        Err(_) => {
+        None => {
             tracing::warn!("A sign-in with a token that is not valid here was refused.");
             let mut r = page(next, Some("That token is not valid on this server.")).into_response();
             *r.status_mut() = StatusCode::UNAUTHORIZED;

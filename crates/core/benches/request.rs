@@ -71,14 +71,8 @@ fn main() {
     let sample: Vec<Vec<f32>> = (0..400)
         .map(|_| (0..dim).map(|_| next()).collect())
         .collect();
-    let model = MahalanobisModel::fit(
-        &sample,
-        &MahalanobisConfig {
-            quantile: 0.99,
-            holdout: true,
-        },
-    )
-    .expect("the sample fits");
+    let model =
+        MahalanobisModel::fit(&sample, &MahalanobisConfig::default()).expect("the sample fits");
     let x = sample[7].clone();
     let us = time(20_000, || {
         black_box(model.distance(black_box(&x)).expect("same dimension"));

@@ -84,11 +84,14 @@ pub struct ReferenceArgs {
     /// (default: 200, or the largest multiple of 25 the images allow).
     #[arg(long, value_name = "N")]
     pub window: Option<usize>,
-    /// Images for the image-statistic signals alone (brightness, contrast, sharpness,
-    /// noise, ...), every row of a manifest whatever its split: give every film there is,
-    /// training films included. The statistics do not depend on the model, and a few
-    /// validation films show too little of how films differ, so thresholds calibrated on
-    /// them alarm whenever a window holds mostly one film. Default: --data.
+    /// Images for the image-statistic signals (brightness, contrast, sharpness, noise, ...)
+    /// and the out-of-distribution model, every row of a manifest whatever its split: give
+    /// every film there is, training films included. The statistics do not depend on the
+    /// model, and a few validation films show too little of how films differ, so thresholds
+    /// calibrated on them alarm whenever a window holds mostly one film; the
+    /// out-of-distribution flag then asks whether an image resembles any film the model
+    /// was built from. The embedding and prediction drift signals still come from --data.
+    /// Default: --data.
     #[arg(long, num_args = 1.., value_name = "DATA")]
     pub stats_data: Vec<String>,
     /// Consecutive images that are correlated (one film's tiles, one batch's parts): the
@@ -164,9 +167,9 @@ pub struct CreateArgs {
     /// (default: 200, or the largest multiple of 25 the images allow).
     #[arg(long, value_name = "N")]
     pub reference_window: Option<usize>,
-    /// Images for the image-statistic signals alone, every row of a manifest whatever its
-    /// split (as `bundle reference --stats-data`): every film there is, training films
-    /// included. Default: --reference.
+    /// Images for the image-statistic signals and the out-of-distribution model, every row
+    /// of a manifest whatever its split (as `bundle reference --stats-data`): every film
+    /// there is, training films included. Default: --reference.
     #[arg(long, num_args = 1.., value_name = "DATA", requires = "reference")]
     pub reference_stats: Vec<String>,
     /// Consecutive reference images that are correlated (as `bundle reference

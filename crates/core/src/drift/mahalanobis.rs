@@ -1,7 +1,7 @@
 //! Per-image out-of-distribution score: the Mahalanobis distance of an image's embedding
 //! from the reference embeddings, with a threshold taken from the reference.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{DriftError, Result, quantile_sorted, sorted};
 
@@ -11,19 +11,53 @@ pub struct MahalanobisConfig {
     /// Quantile of reference distances used as the threshold: an in-distribution image is
     /// flagged with probability about `1 - quantile`.
     pub quantile: f64,
-    /// Fit mean and covariance on the first half of the reference and take the threshold
-    /// from the distances of the second half (`true`, the default), or fit and threshold on
-    /// all of it (`false`; optimistic: see [`MahalanobisModel::fit`]).
-    pub holdout: bool,
+    /// Which distances the threshold is taken from.
+    pub threshold_from: ThresholdFrom,
 }
 
 impl Default for MahalanobisConfig {
     fn default() -> Self {
         MahalanobisConfig {
             quantile: 0.99,
-            holdout: true,
+            threshold_from: ThresholdFrom::CrossFit {
+                folds: 5,
+                block: 25,
+            },
         }
     }
+}
+
+/// Where [`MahalanobisModel::fit`] takes the distances its threshold is a quantile of.
+///
+/// Distances of the vectors a model was fitted on are systematically smaller than those of
+/// new images (the fit has adapted to them, markedly so when `d` is not small against
+/// `n`), so a threshold from them flags more than `1 - quantile` of new in-distribution
+/// images. The other two choices take it from vectors the model did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdFrom {
+    /// Fit on every vector and take the threshold from the same vectors: optimistic.
+    InSample,
+    /// Fit on the first `ceil(n/2)` vectors, threshold from the rest; the model keeps the
+    /// half fit. Half the reference is lost to the covariance, which at `n` near `d`
+    /// widens every distance (the earlier default; profiles built with it are read so).
+    SecondHalf,
+    /// Fit on every vector; the threshold comes from out-of-fold distances: the reference
+    /// is cut, in its given order, into runs of `block` vectors, the runs are dealt to
+    /// `folds` folds in turn, and each fold is scored by a model fitted on the others.
+    /// Every vector gives a held-out distance, and the final model is fitted on all of
+    /// them. Runs keep neighbouring (correlated) images together, so a held-out image's
+    /// near-twin is not in the fit that scores it; dealing them out keeps every fold a
+    /// mix of the whole reference, so a fold is not one class or one batch that the
+    /// others never show. The fold models see `(folds - 1) / folds` of the data, so their
+    /// distances are, if anything, a little larger than the final model's: the threshold
+    /// errs on the side of fewer flags.
+    CrossFit {
+        /// Number of folds, at least 2.
+        folds: usize,
+        /// Consecutive vectors kept in one fold, at least 1 (fewer when the reference is
+        /// shorter than `folds × block`).
+        block: usize,
+    },
 }
 
 /// A Ledoit-Wolf shrunk covariance estimate.
@@ -138,6 +172,22 @@ pub struct OodScore {
     pub out_of_distribution: bool,
 }
 
+/// A fitted model's mean and covariance factor, as a reference profile keeps them: enough to
+/// score without the vectors it was fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MahalanobisFit {
+    /// Vectors the mean and covariance were fitted on.
+    pub n_fit: usize,
+    /// The Ledoit-Wolf shrinkage intensity.
+    pub shrinkage: f64,
+    /// The fitted mean.
+    pub mean: Vec<f64>,
+    /// The lower Cholesky factor of the shrunk covariance, packed row by row (row `i` holds
+    /// its first `i + 1` entries): `d (d + 1) / 2` values.
+    pub factor: Vec<f64>,
+}
+
 /// A fitted Mahalanobis out-of-distribution scorer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MahalanobisModel {
@@ -153,24 +203,16 @@ pub struct MahalanobisModel {
 
 impl MahalanobisModel {
     /// Fits mean and Ledoit-Wolf covariance ([`ledoit_wolf`]), factors it (Cholesky), and
-    /// sets the threshold to the `quantile` of reference distances (linear interpolation).
+    /// sets the threshold to the `quantile` of reference distances (linear interpolation),
+    /// taken as `config.threshold_from` says. The quantile needs enough distances to mean
+    /// something: at 0.99, several hundred.
     ///
-    /// With `holdout` (the default) the reference is split in its given order: the first
-    /// `ceil(n/2)` vectors fit the model, the remaining ones give the threshold. Distances of
-    /// the vectors a model was fitted on are systematically smaller than those of new
-    /// images (the fit has adapted to them, markedly so when `d` is not small against `n`),
-    /// so a threshold from them (`holdout: false`) flags more than `1 - quantile` of new
-    /// in-distribution images: it is optimistic. Splitting in order rather than at random
-    /// keeps neighbouring (correlated) images together, which keeps the held-out distances
-    /// honest; when the reference is sorted by time the held-out half is the later one,
-    /// and a threshold that also covers the reference's own slow drift is the intended
-    /// effect. The quantile needs enough held-out vectors to mean something: at 0.99,
-    /// several hundred.
-    ///
-    /// Errors: too few vectors (4 with holdout, 2 without), mismatched or empty vectors,
-    /// non-finite values, `quantile` outside `[0, 1]`, and
-    /// [`DriftError::NotPositiveDefinite`] when the covariance cannot be factored (a
-    /// reference whose embeddings are all identical, so `μ = 0`).
+    /// Errors: too few vectors (2 in sample, 4 for the second half, `folds` and at least 4
+    /// for cross-fitting), fewer than 2 folds, a block of 0, mismatched or empty vectors,
+    /// non-finite values,
+    /// `quantile` outside `[0, 1]`, and [`DriftError::NotPositiveDefinite`] when the
+    /// covariance cannot be factored (a reference whose embeddings are all identical, so
+    /// `μ = 0`).
     pub fn fit<R: AsRef<[f32]>>(reference: &[R], config: &MahalanobisConfig) -> Result<Self> {
         if !(0.0..=1.0).contains(&config.quantile) {
             return Err(DriftError::InvalidParameter {
@@ -178,7 +220,23 @@ impl MahalanobisModel {
                 reason: format!("must lie in [0, 1], got {}", config.quantile),
             });
         }
-        let needed = if config.holdout { 4 } else { 2 };
+        let needed = match config.threshold_from {
+            ThresholdFrom::InSample => 2,
+            ThresholdFrom::SecondHalf => 4,
+            ThresholdFrom::CrossFit { folds, .. } if folds < 2 => {
+                return Err(DriftError::InvalidParameter {
+                    name: "folds",
+                    reason: format!("must be at least 2, got {folds}"),
+                });
+            }
+            ThresholdFrom::CrossFit { block: 0, .. } => {
+                return Err(DriftError::InvalidParameter {
+                    name: "block",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            ThresholdFrom::CrossFit { folds, .. } => folds.max(4),
+        };
         if reference.len() < needed {
             return Err(DriftError::TooFewSamples {
                 which: "reference",
@@ -187,30 +245,153 @@ impl MahalanobisModel {
             });
         }
         check_vectors("reference", reference)?;
-        let (fit_part, threshold_part) = if config.holdout {
-            reference.split_at(reference.len().div_ceil(2))
-        } else {
-            (reference, reference)
+        let (model, distances) = match config.threshold_from {
+            ThresholdFrom::InSample => {
+                let model = Self::fit_unthresholded(reference, config.quantile)?;
+                let distances = model.distances(reference)?;
+                (model, distances)
+            }
+            ThresholdFrom::SecondHalf => {
+                let (fit_part, threshold_part) = reference.split_at(reference.len().div_ceil(2));
+                let model = Self::fit_unthresholded(fit_part, config.quantile)?;
+                let distances = model.distances(threshold_part)?;
+                (model, distances)
+            }
+            ThresholdFrom::CrossFit { folds, block } => {
+                // Short references get shorter runs, so that every fold holds vectors.
+                let block = block.min(reference.len() / folds).max(1);
+                let fold_of = |i: usize| (i / block) % folds;
+                let mut distances = Vec::with_capacity(reference.len());
+                for f in 0..folds {
+                    let (mut held, mut fit) = (Vec::new(), Vec::new());
+                    for (i, v) in reference.iter().enumerate() {
+                        let part = if fold_of(i) == f { &mut held } else { &mut fit };
+                        part.push(v.as_ref());
+                    }
+                    let fold_model = Self::fit_unthresholded(&fit, config.quantile)?;
+                    distances.extend(fold_model.distances(&held)?);
+                }
+                (
+                    Self::fit_unthresholded(reference, config.quantile)?,
+                    distances,
+                )
+            }
         };
-        let cov = ledoit_wolf(fit_part)?;
+        let threshold = quantile_sorted(&sorted(&distances), config.quantile);
+        Ok(MahalanobisModel {
+            threshold,
+            n_threshold: distances.len(),
+            ..model
+        })
+    }
+
+    /// Refits a model whose threshold is already known (one kept in a reference profile):
+    /// mean and covariance of `fit`, the given `threshold` and the `quantile` it was taken
+    /// at. Errors: fewer than 2 vectors, bad vectors as [`MahalanobisModel::fit`], and a
+    /// threshold that is not a positive number.
+    pub fn with_threshold<R: AsRef<[f32]>>(
+        fit: &[R],
+        threshold: f64,
+        quantile: f64,
+    ) -> Result<Self> {
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(DriftError::InvalidParameter {
+                name: "threshold",
+                reason: format!("must be a positive number, got {threshold}"),
+            });
+        }
+        if fit.len() < 2 {
+            return Err(DriftError::TooFewSamples {
+                which: "reference",
+                needed: 2,
+                got: fit.len(),
+            });
+        }
+        check_vectors("reference", fit)?;
+        Ok(MahalanobisModel {
+            threshold,
+            ..Self::fit_unthresholded(fit, quantile)?
+        })
+    }
+
+    /// The fitted mean and factor, to keep (see [`MahalanobisModel::from_fit`]).
+    pub fn to_fit(&self) -> MahalanobisFit {
+        let d = self.mean.len();
+        MahalanobisFit {
+            n_fit: self.n_fit,
+            shrinkage: self.shrinkage,
+            mean: self.mean.clone(),
+            factor: (0..d)
+                .flat_map(|i| self.chol[i * d..=i * d + i].iter().copied())
+                .collect(),
+        }
+    }
+
+    /// A kept fit ([`MahalanobisModel::to_fit`]) with its `threshold` and `quantile`.
+    /// Errors: an empty mean, a factor of the wrong length, non-finite values, a diagonal
+    /// entry that is not positive, and a threshold that is not a positive number.
+    pub fn from_fit(fit: &MahalanobisFit, threshold: f64, quantile: f64) -> Result<Self> {
+        let d = fit.mean.len();
+        let invalid = |reason: String| DriftError::InvalidParameter {
+            name: "fit",
+            reason,
+        };
+        if d == 0 || fit.factor.len() != d * (d + 1) / 2 {
+            return Err(invalid(format!(
+                "a factor of {} values for a mean of {d} (needs d(d+1)/2 = {})",
+                fit.factor.len(),
+                d * (d + 1) / 2
+            )));
+        }
+        if fit.mean.iter().chain(&fit.factor).any(|v| !v.is_finite()) {
+            return Err(invalid("non-finite values".into()));
+        }
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(DriftError::InvalidParameter {
+                name: "threshold",
+                reason: format!("must be a positive number, got {threshold}"),
+            });
+        }
+        let mut chol = vec![0.0; d * d];
+        let mut packed = fit.factor.iter();
+        for i in 0..d {
+            for j in 0..=i {
+                chol[i * d + j] = *packed.next().expect("length checked above");
+            }
+            if chol[i * d + i] <= 0.0 {
+                return Err(DriftError::NotPositiveDefinite { pivot: i });
+            }
+        }
+        Ok(MahalanobisModel {
+            mean: fit.mean.clone(),
+            chol,
+            shrinkage: fit.shrinkage,
+            threshold,
+            quantile,
+            n_fit: fit.n_fit,
+            n_threshold: 0,
+        })
+    }
+
+    /// Mean, covariance and factor of `fit` (checked by the caller); no threshold yet.
+    fn fit_unthresholded<R: AsRef<[f32]>>(fit: &[R], quantile: f64) -> Result<Self> {
+        let cov = ledoit_wolf(fit)?;
         let d = cov.mean.len();
         let mut chol = cov.covariance;
         cholesky_in_place(&mut chol, d)?;
-        let mut model = MahalanobisModel {
+        Ok(MahalanobisModel {
             mean: cov.mean,
             chol,
             shrinkage: cov.shrinkage,
             threshold: f64::INFINITY,
-            quantile: config.quantile,
-            n_fit: fit_part.len(),
-            n_threshold: threshold_part.len(),
-        };
-        let distances: Vec<f64> = threshold_part
-            .iter()
-            .map(|v| model.distance(v.as_ref()))
-            .collect::<Result<_>>()?;
-        model.threshold = quantile_sorted(&sorted(&distances), config.quantile);
-        Ok(model)
+            quantile,
+            n_fit: fit.len(),
+            n_threshold: 0,
+        })
+    }
+
+    fn distances<R: AsRef<[f32]>>(&self, vectors: &[R]) -> Result<Vec<f64>> {
+        vectors.iter().map(|v| self.distance(v.as_ref())).collect()
     }
 
     /// Mahalanobis distance `sqrt((x - m)ᵀ Σ⁻¹ (x - m))`, computed as `|L⁻¹ (x - m)|` by
@@ -375,7 +556,7 @@ mod tests {
         // 2.1678082183038248.
         let cfg = MahalanobisConfig {
             quantile: 1.0,
-            holdout: false,
+            threshold_from: ThresholdFrom::InSample,
         };
         let m = MahalanobisModel::fit(&six(), &cfg).unwrap();
         assert!((m.distance(&[0.0, 0.0]).unwrap() - 1.7352478093195711).abs() < 1e-12);
@@ -400,7 +581,7 @@ mod tests {
             .collect();
         let cfg = MahalanobisConfig {
             quantile: 0.9,
-            holdout: true,
+            threshold_from: ThresholdFrom::SecondHalf,
         };
         let m = MahalanobisModel::fit(&data, &cfg).unwrap();
         assert_eq!((m.n_fit(), m.n_threshold()), (20, 20));
@@ -408,7 +589,7 @@ mod tests {
             &data[..20],
             &MahalanobisConfig {
                 quantile: 0.9,
-                holdout: false,
+                threshold_from: ThresholdFrom::InSample,
             },
         )
         .unwrap();
@@ -423,6 +604,70 @@ mod tests {
     }
 
     #[test]
+    fn cross_fitting_scores_each_fold_by_the_others_and_keeps_the_whole_fit() {
+        let data: Vec<Vec<f32>> = (0..40)
+            .map(|i| {
+                let t = i as f32;
+                vec![(t * 0.37).sin(), (t * 0.91).cos(), (t * 0.13).sin() * 2.0]
+            })
+            .collect();
+        let in_sample = |fit: &[Vec<f32>]| {
+            MahalanobisModel::fit(
+                fit,
+                &MahalanobisConfig {
+                    quantile: 0.9,
+                    threshold_from: ThresholdFrom::InSample,
+                },
+            )
+            .unwrap()
+        };
+        let m = MahalanobisModel::fit(
+            &data,
+            &MahalanobisConfig {
+                quantile: 0.9,
+                threshold_from: ThresholdFrom::CrossFit { folds: 4, block: 5 },
+            },
+        )
+        .unwrap();
+        assert_eq!((m.n_fit(), m.n_threshold()), (40, 40));
+        // The model itself is the fit on everything.
+        let whole = in_sample(&data);
+        assert_eq!(m.mean(), whole.mean());
+        assert_eq!(
+            m.distance(&[0.3, -0.2, 1.0]),
+            whole.distance(&[0.3, -0.2, 1.0])
+        );
+        // The threshold: runs of five dealt to four folds (fold 0 holds 0..5 and 20..25),
+        // each fold scored by a model of the other thirty.
+        let mut held = Vec::new();
+        for f in 0..4 {
+            let in_fold = |i: &usize| (i / 5) % 4 == f;
+            let fold: Vec<Vec<f32>> = (0..40).filter(in_fold).map(|i| data[i].clone()).collect();
+            let others: Vec<Vec<f32>> = (0..40)
+                .filter(|i| !in_fold(i))
+                .map(|i| data[i].clone())
+                .collect();
+            assert_eq!((fold.len(), others.len()), (10, 30));
+            let model = in_sample(&others);
+            held.extend(fold.iter().map(|v| model.distance(v).unwrap()));
+        }
+        assert_eq!(m.threshold(), quantile_sorted(&sorted(&held), 0.9));
+        // Held-out distances are the larger ones: in sample would flag more new images.
+        assert!(m.threshold() > whole.threshold());
+        // A kept threshold refits to the same model.
+        let again = MahalanobisModel::with_threshold(&data, m.threshold(), 0.9).unwrap();
+        assert_eq!((again.threshold(), again.n_fit()), (m.threshold(), 40));
+        assert_eq!(again.score(&[0.3, -0.2, 1.0]), m.score(&[0.3, -0.2, 1.0]));
+        // So does a kept fit, through JSON.
+        let json = serde_json::to_string(&m.to_fit()).unwrap();
+        let kept: MahalanobisFit = serde_json::from_str(&json).unwrap();
+        assert_eq!(kept.factor.len(), 6);
+        let back = MahalanobisModel::from_fit(&kept, m.threshold(), 0.9).unwrap();
+        assert_eq!(back.score(&[0.3, -0.2, 1.0]), m.score(&[0.3, -0.2, 1.0]));
+        assert_eq!(back.n_fit(), 40);
+    }
+
+    #[test]
     fn more_dimensions_than_images_still_factor() {
         // 5 images in 16 dimensions: S is singular, the shrunk Σ is not.
         let data: Vec<Vec<f32>> = (0..5)
@@ -430,7 +675,7 @@ mod tests {
             .collect();
         let cfg = MahalanobisConfig {
             quantile: 0.5,
-            holdout: false,
+            threshold_from: ThresholdFrom::InSample,
         };
         let m = MahalanobisModel::fit(&data, &cfg).unwrap();
         assert!(m.shrinkage() > 0.0);
@@ -447,11 +692,54 @@ mod tests {
         assert!(matches!(
             MahalanobisModel::fit(&six()[..3], &MahalanobisConfig::default()),
             Err(DriftError::TooFewSamples {
-                needed: 4,
+                needed: 5,
                 got: 3,
                 ..
             })
         ));
+        let cross_fit = |folds, block| MahalanobisConfig {
+            threshold_from: ThresholdFrom::CrossFit { folds, block },
+            ..MahalanobisConfig::default()
+        };
+        assert!(matches!(
+            MahalanobisModel::fit(&six(), &cross_fit(1, 1)),
+            Err(DriftError::InvalidParameter { name: "folds", .. })
+        ));
+        assert!(matches!(
+            MahalanobisModel::fit(&six(), &cross_fit(2, 0)),
+            Err(DriftError::InvalidParameter { name: "block", .. })
+        ));
+        for threshold in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                MahalanobisModel::with_threshold(&six(), threshold, 0.99),
+                Err(DriftError::InvalidParameter {
+                    name: "threshold",
+                    ..
+                })
+            ));
+        }
+        assert!(MahalanobisModel::with_threshold(&six()[..1], 2.0, 0.99).is_err());
+        let fit = MahalanobisModel::fit(&six(), &MahalanobisConfig::default())
+            .unwrap()
+            .to_fit();
+        let broken = [
+            MahalanobisFit {
+                factor: vec![1.0, 0.5],
+                ..fit.clone()
+            },
+            MahalanobisFit {
+                mean: vec![f64::NAN, 0.0],
+                ..fit.clone()
+            },
+            MahalanobisFit {
+                factor: vec![1.0, 0.5, 0.0],
+                ..fit.clone()
+            },
+        ];
+        for b in &broken {
+            assert!(MahalanobisModel::from_fit(b, 2.0, 0.99).is_err(), "{b:?}");
+        }
+        assert!(MahalanobisModel::from_fit(&fit, f64::NAN, 0.99).is_err());
         let cfg = MahalanobisConfig {
             quantile: 1.5,
             ..MahalanobisConfig::default()
@@ -490,7 +778,7 @@ mod tests {
             std::hint::black_box(m.distance(v).unwrap());
         }
         println!(
-            "fit n=2000 d=512 (1000 fit + 1000 threshold): {fit:?}; distance: {:?}",
+            "fit n=2000 d=512 (five fold fits of 1600 and the fit of 2000): {fit:?}; distance: {:?}",
             start.elapsed() / 100
         );
     }

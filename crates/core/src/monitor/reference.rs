@@ -14,8 +14,10 @@
 //!    acquisition period, and a window of the held-out part is never compared with itself.
 //! 2. **Reference samples** from the reference part, evenly thinned: per image statistic a
 //!    sorted sample (`stat_sample`), the embeddings (`embedding_sample` vectors, their mean,
-//!    a Gaussian-kernel bandwidth by the median heuristic, a Mahalanobis out-of-distribution
-//!    threshold), the predicted-class shares and a confidence sample.
+//!    a Gaussian-kernel bandwidth by the median heuristic), the predicted-class shares and a
+//!    confidence sample. The Mahalanobis out-of-distribution model is fitted on the
+//!    embeddings of every image given (both parts, or every film's images below), its
+//!    threshold taken from cross-fitted distances.
 //! 3. **Calibration.** In-distribution windows of `window` images are resampled from the
 //!    held-out part with [`calibrate`] and [`Resampling::Blocks`] (runs of `block_length`
 //!    consecutive images, about one film's tiles, so that the windows vary as much as
@@ -78,7 +80,9 @@ use super::{MonitorError, Observation, STAT_NAMES};
 use crate::drift::calibrate::{CalibrationConfig, Resampling, calibrate};
 use crate::drift::categorical::chi_square;
 use crate::drift::ks::ks_two_sample;
-use crate::drift::mahalanobis::{MahalanobisConfig, MahalanobisModel, OodScore};
+use crate::drift::mahalanobis::{
+    MahalanobisConfig, MahalanobisFit, MahalanobisModel, OodScore, ThresholdFrom,
+};
 use crate::drift::mmd::{MmdConfig, mmd_test};
 use crate::drift::{DriftError, quantile_sorted};
 
@@ -87,6 +91,13 @@ pub use crate::bundle::REFERENCE_FILE;
 
 /// The profile format written by this version.
 pub const FORMAT: u32 = 1;
+
+/// The out-of-distribution threshold's cross-fitting ([`ThresholdFrom::CrossFit`]): runs of
+/// 25 consecutive images dealt to five folds, each scored by a model of the other four.
+const OOD_CROSS_FIT: ThresholdFrom = ThresholdFrom::CrossFit {
+    folds: 5,
+    block: 25,
+};
 
 /// Settings of [`ReferenceProfile::build`].
 #[derive(Debug, Clone, PartialEq)]
@@ -300,6 +311,14 @@ pub struct EmbeddingProfile {
     pub ood_threshold: f64,
     /// The quantile of held-out distances `ood_threshold` was taken at.
     pub ood_quantile: f64,
+    /// The out-of-distribution model, its threshold taken from cross-fitted distances
+    /// ([`ThresholdFrom::CrossFit`]). It is fitted on the embeddings of every image the
+    /// profile was built from: the image-statistic images (every film) when they carry
+    /// embeddings, else all the observations. Absent in profiles built before 2026-11-27:
+    /// their model is refitted from the first half of `sample`, their threshold having been
+    /// taken from the second ([`ThresholdFrom::SecondHalf`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood_model: Option<MahalanobisFit>,
 }
 
 impl EmbeddingProfile {
@@ -508,7 +527,10 @@ impl ReferenceProfile {
             .then(|| stat_samples(&stat_reference, cfg.stat_sample));
         let embedding = parts
             .dim
-            .map(|dim| embedding_profile(&reference, dim, cfg))
+            .map(|dim| {
+                let ood_vectors = ood_vectors(observations, images, dim)?;
+                embedding_profile(&reference, &ood_vectors, dim, cfg)
+            })
             .transpose()?;
         let mut profile = ReferenceProfile {
             format: FORMAT,
@@ -714,6 +736,17 @@ impl EmbeddingProfile {
                 "the OOD threshold must be finite and its quantile in [0, 1]".into(),
             ));
         }
+        if let Some(fit) = &self.ood_model {
+            if fit.mean.len() != self.dim {
+                return Err(invalid(format!(
+                    "an out-of-distribution model of dimension {} in a profile of dimension {}",
+                    fit.mean.len(),
+                    self.dim
+                )));
+            }
+            MahalanobisModel::from_fit(fit, self.ood_threshold, self.ood_quantile)
+                .map_err(|e| invalid(format!("the out-of-distribution model: {e}")))?;
+        }
         Ok(())
     }
 }
@@ -727,40 +760,32 @@ impl EmbeddingProfile {
 #[derive(Debug, Clone)]
 pub struct OodScorer {
     model: MahalanobisModel,
-    threshold: f64,
 }
 
 impl OodScorer {
-    /// Fits the scorer (Ledoit-Wolf covariance and Cholesky factor of half the sample:
-    /// milliseconds at 1,000 × 128).
+    /// The profile's scorer: its kept model, or for an older profile the model refitted from
+    /// the first half of the sample (Ledoit-Wolf and Cholesky: milliseconds at 1,000 × 128).
     pub fn new(embedding: &EmbeddingProfile) -> Result<OodScorer, MonitorError> {
-        let model = MahalanobisModel::fit(
-            &embedding.sample,
-            &MahalanobisConfig {
-                quantile: embedding.ood_quantile,
-                holdout: true,
-            },
-        )?;
-        Ok(OodScorer {
-            model,
-            threshold: embedding.ood_threshold,
-        })
+        let (threshold, quantile) = (embedding.ood_threshold, embedding.ood_quantile);
+        let model = match &embedding.ood_model {
+            Some(fit) => MahalanobisModel::from_fit(fit, threshold, quantile)?,
+            None => {
+                let half = embedding.sample.len().div_ceil(2);
+                MahalanobisModel::with_threshold(&embedding.sample[..half], threshold, quantile)?
+            }
+        };
+        Ok(OodScorer { model })
     }
 
     /// The distance of one embedding and whether it is past the threshold. Errors: a wrong
     /// length or non-finite values.
     pub fn score(&self, embedding: &[f32]) -> Result<OodScore, MonitorError> {
-        let distance = self.model.distance(embedding)?;
-        Ok(OodScore {
-            distance,
-            threshold: self.threshold,
-            out_of_distribution: distance > self.threshold,
-        })
+        Ok(self.model.score(embedding)?)
     }
 
     /// The distance above which an image is out of distribution.
     pub fn threshold(&self) -> f64 {
-        self.threshold
+        self.model.threshold()
     }
 
     /// The embedding length the scorer expects.
@@ -892,6 +917,35 @@ fn check_stat_images(
     Ok(())
 }
 
+/// The embeddings the out-of-distribution model is fitted on: those of the image-statistic
+/// images when they carry any (then every one must, of length `dim`), else those of all the
+/// observations. More images, and more films, show more of what in-distribution looks like;
+/// the images the model was trained on are what "resembles the training images" means.
+fn ood_vectors<'a>(
+    observations: &'a [Observation],
+    images: Option<&'a [Observation]>,
+    dim: usize,
+) -> Result<Vec<&'a [f32]>, MonitorError> {
+    let Some(images) = images.filter(|i| i.iter().any(|o| o.embedding.is_some())) else {
+        return Ok(observations
+            .iter()
+            .filter_map(|o| o.embedding.as_deref())
+            .collect());
+    };
+    images
+        .iter()
+        .enumerate()
+        .map(|(index, o)| {
+            let e = o.embedding.as_deref().ok_or(MonitorError::Incomplete {
+                index,
+                part: "embedding",
+            })?;
+            check_embedding(index, e, dim)?;
+            Ok(e)
+        })
+        .collect()
+}
+
 /// Probabilities match the labels, the predicted index is a label, confidence is finite.
 pub(crate) fn check_prediction(
     index: usize,
@@ -976,8 +1030,12 @@ fn stat_samples(reference: &[&Observation], cap: usize) -> Vec<StatSample> {
         .collect()
 }
 
+/// The embedding part: the sample, its mean and MMD bandwidth from the reference part, and
+/// the out-of-distribution model fitted on `ood_vectors` (in their given order, so that the
+/// cross-fitting's contiguous folds keep one film's images together).
 fn embedding_profile(
     reference: &[&Observation],
+    ood_vectors: &[&[f32]],
     dim: usize,
     cfg: &ReferenceConfig,
 ) -> Result<EmbeddingProfile, MonitorError> {
@@ -1010,10 +1068,10 @@ fn embedding_profile(
     )?
     .bandwidth;
     let ood = MahalanobisModel::fit(
-        &sample,
+        ood_vectors,
         &MahalanobisConfig {
             quantile: cfg.ood_quantile,
-            holdout: true,
+            threshold_from: OOD_CROSS_FIT,
         },
     )?;
     Ok(EmbeddingProfile {
@@ -1024,6 +1082,7 @@ fn embedding_profile(
         bandwidth,
         ood_threshold: ood.threshold(),
         ood_quantile: cfg.ood_quantile,
+        ood_model: Some(ood.to_fit()),
     })
 }
 
@@ -1557,7 +1616,18 @@ mod tests {
         let mean = |p: &ReferenceProfile| p.stats.as_ref().unwrap()[0].median();
         assert!((mean(&p) - 0.7).abs() < 0.03, "{}", mean(&p));
         assert!((mean(&plain) - 0.5).abs() < 0.03, "{}", mean(&plain));
-        assert_eq!(p.embedding, plain.embedding);
+        // The model's signals are the observations'; the out-of-distribution model is
+        // fitted on every image's embedding.
+        let (e, plain_e) = (
+            p.embedding.as_ref().unwrap(),
+            plain.embedding.as_ref().unwrap(),
+        );
+        assert_eq!(
+            (&e.sample, e.bandwidth),
+            (&plain_e.sample, plain_e.bandwidth)
+        );
+        assert_eq!(e.ood_model.as_ref().unwrap().n_fit, 1200);
+        assert_eq!(plain_e.ood_model.as_ref().unwrap().n_fit, 800);
         assert_eq!(p.predictions, plain.predictions);
         let threshold = |p: &ReferenceProfile, name: &str| {
             p.drift
@@ -1636,6 +1706,52 @@ mod tests {
             again.score(&[1.0; DIM]).unwrap(),
             scorer.score(&[1.0; DIM]).unwrap()
         );
+    }
+
+    #[test]
+    fn the_ood_model_is_fitted_on_every_observation_and_older_profiles_refit_half_the_sample() {
+        let p = profile();
+        let e = p.embedding.as_ref().unwrap();
+        let fit = e.ood_model.as_ref().unwrap();
+        assert_eq!((fit.n_fit, fit.mean.len()), (p.images, DIM));
+        assert_eq!(fit.factor.len(), DIM * (DIM + 1) / 2);
+        // A profile from before the kept model: the first half of the sample, as it was.
+        let mut old = p.clone();
+        old.embedding.as_mut().unwrap().ood_model = None;
+        let json = old.to_json().unwrap();
+        assert!(!String::from_utf8_lossy(&json).contains("ood_model"));
+        let old = ReferenceProfile::from_json(&json).unwrap();
+        let scorer = old.ood_scorer().unwrap().unwrap();
+        let half = e.sample.len().div_ceil(2);
+        let by_hand =
+            MahalanobisModel::with_threshold(&e.sample[..half], e.ood_threshold, e.ood_quantile)
+                .unwrap();
+        let x = [0.5f32; DIM];
+        assert_eq!(scorer.score(&x).unwrap(), by_hand.score(&x).unwrap());
+        // A kept model that does not fit the profile is refused on load.
+        let mut bad = p.clone();
+        bad.embedding
+            .as_mut()
+            .unwrap()
+            .ood_model
+            .as_mut()
+            .unwrap()
+            .mean
+            .pop();
+        let err = ReferenceProfile::from_json(&bad.to_json().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("out-of-distribution model"),
+            "{err}"
+        );
+        let mut bad = p.clone();
+        bad.embedding
+            .as_mut()
+            .unwrap()
+            .ood_model
+            .as_mut()
+            .unwrap()
+            .factor[0] = -1.0;
+        assert!(ReferenceProfile::from_json(&bad.to_json().unwrap()).is_err());
     }
 
     #[test]

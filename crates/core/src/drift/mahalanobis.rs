@@ -32,15 +32,13 @@ impl Default for MahalanobisConfig {
 /// Distances of the vectors a model was fitted on are systematically smaller than those of
 /// new images (the fit has adapted to them, markedly so when `d` is not small against
 /// `n`), so a threshold from them flags more than `1 - quantile` of new in-distribution
-/// images. The other two choices take it from vectors the model did not see.
+/// images. Cross-fitting takes it from vectors the model did not see. (Profiles built before
+/// 2026-11-27 fitted the first half of their sample and took the threshold from the second;
+/// [`MahalanobisModel::with_threshold`] refits them.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThresholdFrom {
     /// Fit on every vector and take the threshold from the same vectors: optimistic.
     InSample,
-    /// Fit on the first `ceil(n/2)` vectors, threshold from the rest; the model keeps the
-    /// half fit. Half the reference is lost to the covariance, which at `n` near `d`
-    /// widens every distance (the earlier default; profiles built with it are read so).
-    SecondHalf,
     /// Fit on every vector; the threshold comes from out-of-fold distances: the reference
     /// is cut, in its given order, into runs of `block` vectors, the runs are dealt to
     /// `folds` folds in turn, and each fold is scored by a model fitted on the others.
@@ -207,9 +205,8 @@ impl MahalanobisModel {
     /// taken as `config.threshold_from` says. The quantile needs enough distances to mean
     /// something: at 0.99, several hundred.
     ///
-    /// Errors: too few vectors (2 in sample, 4 for the second half, `folds` and at least 4
-    /// for cross-fitting), fewer than 2 folds, a block of 0, mismatched or empty vectors,
-    /// non-finite values,
+    /// Errors: too few vectors (2 in sample; `folds` and at least 4 for cross-fitting),
+    /// fewer than 2 folds, a block of 0, mismatched or empty vectors, non-finite values,
     /// `quantile` outside `[0, 1]`, and [`DriftError::NotPositiveDefinite`] when the
     /// covariance cannot be factored (a reference whose embeddings are all identical, so
     /// `μ = 0`).
@@ -222,7 +219,6 @@ impl MahalanobisModel {
         }
         let needed = match config.threshold_from {
             ThresholdFrom::InSample => 2,
-            ThresholdFrom::SecondHalf => 4,
             ThresholdFrom::CrossFit { folds, .. } if folds < 2 => {
                 return Err(DriftError::InvalidParameter {
                     name: "folds",
@@ -237,24 +233,11 @@ impl MahalanobisModel {
             }
             ThresholdFrom::CrossFit { folds, .. } => folds.max(4),
         };
-        if reference.len() < needed {
-            return Err(DriftError::TooFewSamples {
-                which: "reference",
-                needed,
-                got: reference.len(),
-            });
-        }
-        check_vectors("reference", reference)?;
+        check_reference(reference, needed)?;
         let (model, distances) = match config.threshold_from {
             ThresholdFrom::InSample => {
                 let model = Self::fit_unthresholded(reference, config.quantile)?;
                 let distances = model.distances(reference)?;
-                (model, distances)
-            }
-            ThresholdFrom::SecondHalf => {
-                let (fit_part, threshold_part) = reference.split_at(reference.len().div_ceil(2));
-                let model = Self::fit_unthresholded(fit_part, config.quantile)?;
-                let distances = model.distances(threshold_part)?;
                 (model, distances)
             }
             ThresholdFrom::CrossFit { folds, block } => {
@@ -294,20 +277,8 @@ impl MahalanobisModel {
         threshold: f64,
         quantile: f64,
     ) -> Result<Self> {
-        if !(threshold.is_finite() && threshold > 0.0) {
-            return Err(DriftError::InvalidParameter {
-                name: "threshold",
-                reason: format!("must be a positive number, got {threshold}"),
-            });
-        }
-        if fit.len() < 2 {
-            return Err(DriftError::TooFewSamples {
-                which: "reference",
-                needed: 2,
-                got: fit.len(),
-            });
-        }
-        check_vectors("reference", fit)?;
+        check_threshold(threshold)?;
+        check_reference(fit, 2)?;
         Ok(MahalanobisModel {
             threshold,
             ..Self::fit_unthresholded(fit, quantile)?
@@ -346,12 +317,7 @@ impl MahalanobisModel {
         if fit.mean.iter().chain(&fit.factor).any(|v| !v.is_finite()) {
             return Err(invalid("non-finite values".into()));
         }
-        if !(threshold.is_finite() && threshold > 0.0) {
-            return Err(DriftError::InvalidParameter {
-                name: "threshold",
-                reason: format!("must be a positive number, got {threshold}"),
-            });
-        }
+        check_threshold(threshold)?;
         let mut chol = vec![0.0; d * d];
         let mut packed = fit.factor.iter();
         for i in 0..d {
@@ -467,6 +433,30 @@ impl MahalanobisModel {
     }
 }
 
+/// At least `needed` vectors, all of one length and finite.
+fn check_reference<R: AsRef<[f32]>>(reference: &[R], needed: usize) -> Result<()> {
+    if reference.len() < needed {
+        return Err(DriftError::TooFewSamples {
+            which: "reference",
+            needed,
+            got: reference.len(),
+        });
+    }
+    check_vectors("reference", reference).map(|_| ())
+}
+
+/// A threshold kept apart from its fit must be a positive number.
+fn check_threshold(threshold: f64) -> Result<()> {
+    if threshold.is_finite() && threshold > 0.0 {
+        Ok(())
+    } else {
+        Err(DriftError::InvalidParameter {
+            name: "threshold",
+            reason: format!("must be a positive number, got {threshold}"),
+        })
+    }
+}
+
 /// Replaces the symmetric `d × d` matrix `a` (row-major) by its lower Cholesky factor `L`
 /// (`a = L Lᵀ`, upper part zeroed), Cholesky-Banachiewicz order. Fails with
 /// [`DriftError::NotPositiveDefinite`] at the first pivot that is not positive.
@@ -572,38 +562,6 @@ mod tests {
     }
 
     #[test]
-    fn holdout_thresholds_on_the_second_half() {
-        let data: Vec<Vec<f32>> = (0..40)
-            .map(|i| {
-                let t = i as f32;
-                vec![(t * 0.37).sin(), (t * 0.91).cos(), (t * 0.13).sin() * 2.0]
-            })
-            .collect();
-        let cfg = MahalanobisConfig {
-            quantile: 0.9,
-            threshold_from: ThresholdFrom::SecondHalf,
-        };
-        let m = MahalanobisModel::fit(&data, &cfg).unwrap();
-        assert_eq!((m.n_fit(), m.n_threshold()), (20, 20));
-        let first = MahalanobisModel::fit(
-            &data[..20],
-            &MahalanobisConfig {
-                quantile: 0.9,
-                threshold_from: ThresholdFrom::InSample,
-            },
-        )
-        .unwrap();
-        let held: Vec<f64> = data[20..]
-            .iter()
-            .map(|v| first.distance(v).unwrap())
-            .collect();
-        assert_eq!(m.threshold(), quantile_sorted(&sorted(&held), 0.9));
-        let far = m.score(&[10.0, 10.0, 10.0]).unwrap();
-        assert!(far.out_of_distribution && far.distance > far.threshold);
-        assert!(!m.score(&data[5]).unwrap().out_of_distribution);
-    }
-
-    #[test]
     fn cross_fitting_scores_each_fold_by_the_others_and_keeps_the_whole_fit() {
         let data: Vec<Vec<f32>> = (0..40)
             .map(|i| {
@@ -654,6 +612,9 @@ mod tests {
         assert_eq!(m.threshold(), quantile_sorted(&sorted(&held), 0.9));
         // Held-out distances are the larger ones: in sample would flag more new images.
         assert!(m.threshold() > whole.threshold());
+        let far = m.score(&[10.0, 10.0, 10.0]).unwrap();
+        assert!(far.out_of_distribution && far.distance > far.threshold);
+        assert!(!m.score(&data[5]).unwrap().out_of_distribution);
         // A kept threshold refits to the same model.
         let again = MahalanobisModel::with_threshold(&data, m.threshold(), 0.9).unwrap();
         assert_eq!((again.threshold(), again.n_fit()), (m.threshold(), 40));

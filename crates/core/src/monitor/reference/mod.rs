@@ -19,13 +19,13 @@
 //!    embeddings of every image given (both parts, or every film's images below), its
 //!    threshold taken from cross-fitted distances.
 //! 3. **Calibration.** In-distribution windows of `window` images are resampled from the
-//!    held-out part with [`calibrate`] and [`Resampling::Blocks`] (runs of `block_length`
+//!    held-out part with [`calibrate`](crate::drift::calibrate::calibrate) and [`Resampling::Blocks`](crate::drift::calibrate::Resampling::Blocks) (runs of `block_length`
 //!    consecutive images, about one film's tiles, so that the windows vary as much as
 //!    correlated live windows do). Each signal's statistic is computed on those windows
 //!    against the stored reference sample, exactly as [`super::window::evaluate`] computes it
 //!    on live windows, and its threshold is set at level `alpha / m` for `m` calibrated
 //!    signals (Bonferroni): `P(any signal alarms on an in-distribution window) <= Σ alpha/m
-//!    = alpha`. The threshold is the larger of [`calibrate`]'s conformal one and an
+//!    = alpha`. The threshold is the larger of [`calibrate`](crate::drift::calibrate::calibrate)'s conformal one and an
 //!    exponential-tail extrapolation from the top 10% of the calibration statistics
 //!    (`tail_threshold`): windows resampled from a finite held-out part cannot show events
 //!    rarer than its own block combinations, and the levels here are small (`5.6e-4`).
@@ -70,7 +70,7 @@
 //! `alpha = 0.005` keeps it at 1 per 10,000 images; overlapping windows alarm in runs, so the
 //! number of distinct alarm episodes is smaller still. Per signal, with `m` calibrated signals
 //! (9 for a typical bundle: 6 image statistics, embedding, classes, confidence), the level
-//! is `0.005 / 9 ≈ 5.6e-4`, and the conformal rank of [`calibrate`] needs at least
+//! is `0.005 / 9 ≈ 5.6e-4`, and the conformal rank of [`calibrate`](crate::drift::calibrate::calibrate) needs at least
 //! `m / alpha - 1` windows (1,799 for 9 signals, 2,399 for all 12): the default of 4,000
 //! windows covers up to 20 signals.
 
@@ -316,7 +316,7 @@ pub struct EmbeddingProfile {
     /// profile was built from: the image-statistic images (every film) when they carry
     /// embeddings, else all the observations. Absent in profiles built before 2026-11-27:
     /// their model is refitted from the first half of `sample`, their threshold having been
-    /// taken from the second ([`ThresholdFrom::SecondHalf`]).
+    /// taken from the second ([`MahalanobisModel::with_threshold`] refits them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ood_model: Option<MahalanobisFit>,
 }
@@ -450,7 +450,7 @@ impl ReferenceProfile {
     /// probabilities that do not match the labels, a predicted index past them; embeddings of
     /// different lengths or a part on some observations only; non-finite values; settings
     /// out of range, including too few calibration windows for `alpha`; and the drift
-    /// statistics' errors (for example [`DriftError::NotPositiveDefinite`] when every
+    /// statistics' errors (for example [`DriftError::NotPositiveDefinite`](crate::drift::DriftError::NotPositiveDefinite) when every
     /// embedding is the same).
     pub fn build(
         observations: &[Observation],
@@ -1443,29 +1443,19 @@ mod tests {
         let x = [0.5f32; DIM];
         assert_eq!(scorer.score(&x).unwrap(), by_hand.score(&x).unwrap());
         // A kept model that does not fit the profile is refused on load.
-        let mut bad = p.clone();
-        bad.embedding
-            .as_mut()
-            .unwrap()
-            .ood_model
-            .as_mut()
-            .unwrap()
-            .mean
-            .pop();
-        let err = ReferenceProfile::from_json(&bad.to_json().unwrap()).unwrap_err();
+        let load_broken = |breaks: fn(&mut MahalanobisFit)| {
+            let mut bad = p.clone();
+            breaks(bad.embedding.as_mut().unwrap().ood_model.as_mut().unwrap());
+            ReferenceProfile::from_json(&bad.to_json().unwrap()).unwrap_err()
+        };
+        let err = load_broken(|fit| {
+            fit.mean.pop();
+        });
         assert!(
             err.to_string().contains("out-of-distribution model"),
             "{err}"
         );
-        let mut bad = p.clone();
-        bad.embedding
-            .as_mut()
-            .unwrap()
-            .ood_model
-            .as_mut()
-            .unwrap()
-            .factor[0] = -1.0;
-        assert!(ReferenceProfile::from_json(&bad.to_json().unwrap()).is_err());
+        load_broken(|fit| fit.factor[0] = -1.0);
     }
 
     #[test]

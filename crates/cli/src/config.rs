@@ -87,6 +87,8 @@ pub struct PredictionLogSection {
     pub flush_interval: std::time::Duration,
     /// `block`, `reject` or `drop`.
     pub on_full: String,
+    /// `refuse` or `serve`: what a prediction gets while the store refuses writes.
+    pub on_store_error: String,
     /// Predictions older than this are deleted ("0s": keep everything).
     #[serde(with = "duration_text")]
     pub retention: std::time::Duration,
@@ -121,6 +123,10 @@ impl MonitoringSection {
                 .on_full
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("monitoring.log.on_full: {e}"))?,
+            on_store_error: l
+                .on_store_error
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("monitoring.log.on_store_error: {e}"))?,
         }))
     }
 }
@@ -131,6 +137,21 @@ impl MonitoringSection {
 pub struct StoreConfig {
     /// Folder of the SQLite database and the artifact store; empty for the platform default.
     pub data_dir: PathBuf,
+    /// The most the database may grow to, in bytes; 0: no cap. At the cap writes fail as on
+    /// a full disk: the prediction log refuses new predictions (or serves them unlogged, by
+    /// `monitoring.log.on_store_error`) until retention frees space.
+    #[serde(default)]
+    pub max_size: u64,
+}
+
+impl StoreConfig {
+    /// How the store is opened in `data_dir`.
+    pub fn open_options(&self, data_dir: PathBuf) -> vigil_store::OpenOptions {
+        vigil_store::OpenOptions {
+            data_dir,
+            max_size: (self.max_size > 0).then_some(self.max_size),
+        }
+    }
 }
 
 /// `[audit]`
@@ -189,6 +210,22 @@ pub struct ServerSection {
     pub port: u16,
     /// Largest request body in bytes; a larger one is refused with 413.
     pub max_body_bytes: usize,
+    /// Largest image, in pixels (width x height); a larger one is refused with 413 before
+    /// it is decoded.
+    pub max_image_pixels: u64,
+    /// Bytes that request bodies being received and images being decoded may hold together;
+    /// 0: no limit.
+    pub memory_budget: u64,
+    /// Connections served normally at once; past it new ones get one second to send their
+    /// request, past twice it they are closed at once.
+    pub max_connections: usize,
+    /// The longest a connection may take to send a request's headers (and stay idle between
+    /// requests).
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: std::time::Duration,
+    /// The longest a request's body may take to arrive.
+    #[serde(with = "duration_text")]
+    pub body_timeout: std::time::Duration,
     /// The longest a request may take, end to end ("30s", "500ms"); past it, 429.
     #[serde(with = "duration_text")]
     pub request_timeout: std::time::Duration,

@@ -24,6 +24,38 @@ Exit codes:
 #[error("{0}")]
 pub struct CheckFailed(pub String);
 
+/// An error a command raises itself, with the kind that decides its exit code (a plain
+/// `anyhow` error has none, and used to exit 1, the code of a failed check).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// What the caller can do about it.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// `Err(Failed { kind, message })` as an `anyhow` error, for `?` or `return`.
+pub fn fail<T>(kind: ErrorKind, message: impl Into<String>) -> anyhow::Result<T> {
+    Err(Failed {
+        kind,
+        message: message.into(),
+    }
+    .into())
+}
+
+/// The kind of an I/O error: a missing file is "not found", a file in the way a conflict,
+/// unreadable content invalid input, anything else (permissions, a full disk) unavailable.
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as Io;
+    match e.kind() {
+        Io::NotFound => ErrorKind::NotFound,
+        Io::AlreadyExists => ErrorKind::Conflict,
+        Io::InvalidData | Io::InvalidInput | Io::UnexpectedEof => ErrorKind::Invalid,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
 /// The exit code for a kind of error.
 pub fn code_for_kind(kind: ErrorKind) -> u8 {
     match kind {
@@ -45,7 +77,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         if cause.downcast_ref::<CheckFailed>().is_some() {
             return ExitCode::from(1);
         }
-        let kind = if let Some(e) = cause.downcast_ref::<vigil_store::Error>() {
+        let kind = if let Some(e) = cause.downcast_ref::<Failed>() {
+            Some(e.kind)
+        } else if let Some(e) = cause.downcast_ref::<vigil_store::Error>() {
             Some(e.kind())
         } else if let Some(e) = cause.downcast_ref::<vigil_core::bundle::Error>() {
             Some(e.kind())
@@ -77,7 +111,7 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         {
             Some(ErrorKind::Invalid)
         } else {
-            None
+            cause.downcast_ref::<std::io::Error>().map(io_kind)
         };
         if let Some(kind) = kind {
             return ExitCode::from(code_for_kind(kind));

@@ -472,6 +472,47 @@ pub fn estimate<'a>(
         }
         count += 1;
     }
+    estimate_from_mass(labels, &m, count)
+}
+
+/// Probability mass by predicted label, as a store aggregates it: for the predictions of one
+/// label, how many there were and the sum of each label's normalised probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbabilityMass {
+    /// The predicted label.
+    pub predicted: String,
+    /// Predictions with that label.
+    pub count: u64,
+    /// Per label (in the model's order), the sum over those predictions of its
+    /// probability divided by the row's sum.
+    pub mass: Vec<f64>,
+}
+
+/// [`Estimated`] from probability mass aggregated by predicted label (see
+/// [`ProbabilityMass`]): the same numbers as [`estimate`] over the rows it summed, without
+/// holding the rows. Masses of a label not in `labels`, or of another length, are skipped.
+pub fn estimate_from(labels: &[String], masses: &[ProbabilityMass]) -> Estimated {
+    let n = labels.len();
+    let mut m = vec![vec![0.0f64; n]; n];
+    let mut count = 0u64;
+    for pm in masses {
+        let Some(predicted) = labels.iter().position(|l| *l == pm.predicted) else {
+            continue;
+        };
+        if pm.mass.len() != n {
+            continue;
+        }
+        for (actual, &p) in pm.mass.iter().enumerate() {
+            m[actual][predicted] += p;
+        }
+        count += pm.count;
+    }
+    estimate_from_mass(labels, &m, count)
+}
+
+/// The estimate from `m[actual][predicted]` (fractional counts) over `count` predictions.
+fn estimate_from_mass(labels: &[String], m: &[Vec<f64>], count: u64) -> Estimated {
+    let n = labels.len();
     let right: f64 = (0..n).map(|i| m[i][i]).sum();
     let per_label = labels
         .iter()
@@ -515,6 +556,46 @@ mod tests {
             .iter()
             .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_estimate_from_aggregated_mass_equals_the_estimate_from_rows() {
+        let labels: Vec<String> = ["ok", "crack", "pore"].map(String::from).to_vec();
+        let rows: Vec<(usize, Vec<f32>)> = vec![
+            (0, vec![0.7, 0.2, 0.1]),
+            (0, vec![0.5, 0.25, 0.25]),
+            (1, vec![0.1, 0.8, 0.1]),
+            (2, vec![0.2, 0.2, 0.6]),
+            (1, vec![f32::NAN, 0.5, 0.5]),
+        ];
+        let by_rows = estimate(&labels, rows.iter().map(|(i, p)| (*i, p.as_slice())));
+        let mut masses: Vec<ProbabilityMass> = Vec::new();
+        for (i, p) in &rows {
+            if p.iter().any(|x| !x.is_finite()) {
+                continue;
+            }
+            let sum: f64 = p.iter().map(|&x| f64::from(x)).sum();
+            let pm = match masses.iter_mut().find(|m| m.predicted == labels[*i]) {
+                Some(pm) => pm,
+                None => {
+                    masses.push(ProbabilityMass {
+                        predicted: labels[*i].clone(),
+                        count: 0,
+                        mass: vec![0.0; 3],
+                    });
+                    masses.last_mut().unwrap()
+                }
+            };
+            pm.count += 1;
+            for (k, &x) in p.iter().enumerate() {
+                pm.mass[k] += f64::from(x) / sum;
+            }
+        }
+        let by_mass = estimate_from(&labels, &masses);
+        assert_eq!(by_mass.predictions, 4);
+        assert_eq!(by_rows.predictions, by_mass.predictions);
+        let (a, b) = (by_rows.accuracy.unwrap(), by_mass.accuracy.unwrap());
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
 
     #[test]

@@ -65,10 +65,14 @@ pub type Outputs = BTreeMap<String, OutputTensor>;
 /// model input's declared `[N, C, H, W]` (or `[N, H, W, C]`; `-1` where the model leaves a
 /// dimension open).
 pub fn check_batch(batch: &Batch, declared: &[i64]) -> Result<()> {
-    let expected: usize = batch.shape.iter().product();
-    if batch.data.len() != expected {
+    // Checked: a client-declared shape whose product overflows used to panic here.
+    let expected = batch
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if expected != Some(batch.data.len()) {
         return Err(crate::Error::Shape(format!(
-            "shape {:?} needs {expected} values, got {}",
+            "shape {:?} does not hold the {} values given",
             batch.shape,
             batch.data.len()
         )));
@@ -131,6 +135,16 @@ mod tests {
             data: vec![0.0; 3],
         };
         let err = check_batch(&short, &declared).unwrap_err();
-        assert!(err.to_string().contains("needs 4 values, got 3"), "{err}");
+        assert!(
+            err.to_string().contains("does not hold the 3 values"),
+            "{err}"
+        );
+        // A shape whose product overflows used to panic here.
+        let huge = Batch {
+            shape: [usize::MAX / 2, 4, 1, 1],
+            data: vec![0.0; 4],
+        };
+        let err = check_batch(&huge, &declared).unwrap_err();
+        assert!(matches!(err, crate::Error::Shape(_)), "{err}");
     }
 }

@@ -39,6 +39,12 @@ impl Default for Limits {
     }
 }
 
+/// Peak memory of preprocessing one image, per pixel of the decoded image: the decoded
+/// samples, their f32 planes, the overlapping tiles cut from them and the tensors made of
+/// those. Measured as the peak RSS growth of `vigil serve` decoding a 9999 x 9999 16-bit PNG
+/// with the weld bundle's pipeline (2.36 GB for 100 MP, issue 19), rounded up.
+pub const PEAK_BYTES_PER_PIXEL: u64 = 24;
+
 /// How many times `max_pixels` the tiles of one image may hold together. Overlapping tiles
 /// repeat pixels: a stride of half the tile size repeats each about 4 times, which a 30 MP
 /// flat-panel image must still pass with the default limits; a tiny stride on a large image
@@ -232,6 +238,17 @@ impl Pipeline {
     pub fn observing(mut self) -> Pipeline {
         self.observe = true;
         self
+    }
+
+    /// The most memory preprocessing `encoded` may take at its peak, in bytes, estimated from
+    /// the image's header alone (nothing of the image's size is allocated): width x height x
+    /// [`PEAK_BYTES_PER_PIXEL`]. An image over [`Limits::max_pixels`] or
+    /// [`Limits::max_encoded_bytes`] is refused here with [`Error::TooLarge`], one that is not
+    /// an image with [`Error::Decode`]. The server reserves this much of its memory budget
+    /// before decoding.
+    pub fn peak_bytes(&self, encoded: &[u8]) -> Result<u64> {
+        let (w, h) = decode::dimensions(encoded, &self.limits)?;
+        Ok(w.saturating_mul(h).saturating_mul(PEAK_BYTES_PER_PIXEL))
     }
 
     /// Whether the pipeline has a `tile` step, so that [`Pipeline::run_tiles`] must run it.

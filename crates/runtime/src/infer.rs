@@ -21,6 +21,7 @@ use vigil_engine::preprocess::{Pipeline, Tensor, TileGrid, Tiled};
 use vigil_engine::{Batch, Outputs};
 
 use crate::deploy::{DeployConfig, Deployment, Deployments};
+use crate::memory::MemoryBudget;
 use crate::metrics::{Metrics, Outcome, RequestTimes};
 use crate::queue::{Entry, Output};
 use crate::{Error, InferConfig, Result};
@@ -93,6 +94,7 @@ impl Classified {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         PredictionRecord {
             request_id: request_id.to_owned(),
+            correlation_id: None,
             at: chrono::Utc::now(),
             model: self.model.to_string(),
             version: self.version.to_string(),
@@ -123,6 +125,7 @@ pub struct Infer {
 struct Inner {
     cfg: InferConfig,
     admission: Arc<Semaphore>,
+    memory: MemoryBudget,
     pool: PreprocessPool,
     deployments: Deployments,
     metrics: Metrics,
@@ -157,6 +160,7 @@ impl Infer {
         Ok(Infer {
             inner: Arc::new(Inner {
                 admission: Arc::new(Semaphore::new(cfg.max_in_flight)),
+                memory: MemoryBudget::new(cfg.memory_budget),
                 pool: PreprocessPool::start(threads)?,
                 cfg,
                 deployments,
@@ -170,6 +174,11 @@ impl Infer {
     /// The live deployment table.
     pub fn deployments(&self) -> &Deployments {
         &self.inner.deployments
+    }
+
+    /// The memory budget that request bodies and decoded images share.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.inner.memory
     }
 
     /// The runtime's metrics.
@@ -213,7 +222,11 @@ impl Infer {
             let tiled = self
                 .inner
                 .pool
-                .run(req.deployment.pipeline().clone(), encoded)
+                .run(
+                    req.deployment.pipeline().clone(),
+                    encoded,
+                    self.inner.memory.clone(),
+                )
                 .await?;
             req.times.preprocess = Some(t.elapsed());
             let Tiled { tiles, grid, stats } = tiled;
@@ -536,6 +549,7 @@ struct PreprocessPool {
 struct Job {
     pipeline: Arc<Pipeline>,
     encoded: Bytes,
+    memory: MemoryBudget,
     reply: oneshot::Sender<Result<Tiled>>,
 }
 
@@ -559,7 +573,12 @@ impl PreprocessPool {
     }
 
     /// Preprocesses `encoded` on a pool thread.
-    async fn run(&self, pipeline: Arc<Pipeline>, encoded: Bytes) -> Result<Tiled> {
+    async fn run(
+        &self,
+        pipeline: Arc<Pipeline>,
+        encoded: Bytes,
+        memory: MemoryBudget,
+    ) -> Result<Tiled> {
         let tx = self
             .tx
             .lock()
@@ -570,6 +589,7 @@ impl PreprocessPool {
         tx.send(Job {
             pipeline,
             encoded,
+            memory,
             reply,
         })
         .await
@@ -597,6 +617,14 @@ impl Drop for PreprocessPool {
     }
 }
 
+/// Reserves the image's peak memory from the budget (from its header alone), then decodes and
+/// preprocesses it; the reservation is given back when the tensors are made.
+fn preprocess(job: &Job) -> Result<Tiled> {
+    let peak = job.pipeline.peak_bytes(&job.encoded)?;
+    let _reserved = job.memory.try_reserve(peak, "the image")?;
+    Ok(job.pipeline.run_tiles(&job.encoded)?)
+}
+
 fn preprocess_worker(rx: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         // One thread waits on the channel at a time; the others wait for the lock.
@@ -608,8 +636,8 @@ fn preprocess_worker(rx: &Mutex<mpsc::Receiver<Job>>) {
         if job.reply.is_closed() {
             continue;
         }
-        let result = match catch_unwind(AssertUnwindSafe(|| job.pipeline.run_tiles(&job.encoded))) {
-            Ok(r) => r.map_err(Error::Engine),
+        let result = match catch_unwind(AssertUnwindSafe(|| preprocess(&job))) {
+            Ok(r) => r,
             Err(_) => {
                 tracing::error!("Preprocessing panicked; the decoder has a bug.");
                 Err(Error::Internal(

@@ -26,6 +26,7 @@
 
 pub mod deploy;
 pub mod infer;
+pub mod memory;
 pub mod metrics;
 mod model;
 pub mod monitor;
@@ -39,10 +40,11 @@ use vigil_core::types::{ModelName, ModelVersion};
 
 pub use deploy::{BundleFiles, DeployConfig, Deployment, Deployments};
 pub use infer::{Classified, Infer, Timings};
+pub use memory::{MemoryBudget, Reservation};
 pub use metrics::Metrics;
 pub use monitor::{
     DriftWindow, LiveSummary, LiveWindow, LogConfig, MonitorConfig, MonitorSink, OnFull,
-    PredictionLog, VersionMonitor,
+    OnStoreError, PredictionLog, VersionMonitor,
 };
 
 /// What went wrong on the request path or while deploying a model. `Clone`, because one
@@ -66,6 +68,34 @@ pub enum Error {
     /// The runtime is shutting down and admits nothing new.
     #[error("shutting down; no new requests are accepted")]
     ShuttingDown,
+    /// The prediction log's store refuses writes (a full disk, a dead database) and the
+    /// policy is to refuse what cannot be logged.
+    #[error(
+        "the prediction log cannot be written ({reason}); predictions are refused until it can \
+         (monitoring.log.on_store_error)"
+    )]
+    LogUnavailable {
+        /// The store's last error.
+        reason: String,
+    },
+    /// The input is larger than the server will ever take (413).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The memory budget has no room for this request now; retry shortly (503).
+    #[error(
+        "the server's memory budget ({} MiB, server.memory_budget) has no room now for {what} \
+         (about {} MiB); retry shortly",
+        budget >> 20,
+        needed.div_ceil(1 << 20)
+    )]
+    OverBudget {
+        /// What needed the memory: "the request body", "the image".
+        what: String,
+        /// Bytes it needed.
+        needed: u64,
+        /// The whole budget, in bytes.
+        budget: u64,
+    },
     /// No version of this model is deployed.
     #[error("model {model} is not deployed")]
     ModelNotFound {
@@ -105,7 +135,10 @@ impl Error {
         match self {
             // A missed deadline means the runtime was too busy to answer in time.
             Error::Overloaded { .. } | Error::DeadlineExceeded { .. } => ErrorKind::Overloaded,
-            Error::ShuttingDown => ErrorKind::Unavailable,
+            Error::ShuttingDown | Error::LogUnavailable { .. } | Error::OverBudget { .. } => {
+                ErrorKind::Unavailable
+            }
+            Error::TooLarge(_) => ErrorKind::Invalid,
             Error::ModelNotFound { .. } => ErrorKind::NotFound,
             Error::Invalid(_) | Error::GoldenCheck { .. } => ErrorKind::Invalid,
             Error::Engine(e) => e.kind(),
@@ -161,6 +194,10 @@ pub struct InferConfig {
     /// deadline; past it the request fails with [`Error::DeadlineExceeded`]. Default 30 s:
     /// a whole film of several hundred tiles on a busy CPU must still fit.
     pub request_timeout: Duration,
+    /// Bytes that request bodies being received and images being decoded may hold together
+    /// ([`MemoryBudget`]); 0: no limit. Default 768 MiB: with the default limits, 64
+    /// worst-case requests at once keep the process under 1 GB.
+    pub memory_budget: u64,
 }
 
 impl Default for InferConfig {
@@ -169,6 +206,7 @@ impl Default for InferConfig {
             max_in_flight: 64,
             preprocess_threads: 0,
             request_timeout: Duration::from_secs(30),
+            memory_budget: 768 << 20,
         }
     }
 }

@@ -86,8 +86,10 @@ pub const DRIFT_WINDOWS_TOTAL: &str = "vigil_drift_windows_total";
 /// Prediction-log records written to the store.
 pub const PREDICTION_LOG_WRITTEN_TOTAL: &str = "vigil_prediction_log_written_total";
 /// Prediction-log records not written, by `reason` (`dropped`: the log was full under the
-/// `drop` policy; `rejected`: the request was refused under `reject`; `duplicate`: the
-/// request id was already logged).
+/// `drop` policy; `rejected`: the request was refused under `reject`; `store_down`: the
+/// request was refused because the store refused writes, under `on_store_error = "refuse"`;
+/// `deadline`: the request's deadline passed waiting for room; `store_error`: given up on at
+/// shutdown with a dead store; `duplicate`: the request id was already logged).
 pub const PREDICTION_LOG_LOST_TOTAL: &str = "vigil_prediction_log_lost_total";
 /// Records waiting to be written.
 pub const PREDICTION_LOG_PENDING: &str = "vigil_prediction_log_pending";

@@ -104,9 +104,16 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
 
 impl From<vigil_runtime::Error> for ApiError {
     fn from(e: vigil_runtime::Error) -> Self {
-        ApiError::Kind {
-            kind: e.kind(),
-            message: e.to_string(),
+        use vigil_runtime::Error as E;
+        match e {
+            // Over a size limit: 413, which tells the client not to retry as it is.
+            E::TooLarge(_) | E::Engine(vigil_engine::Error::TooLarge(_)) => ApiError::TooLarge {
+                message: e.to_string(),
+            },
+            e => ApiError::Kind {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -189,12 +196,22 @@ impl IntoResponse for ApiError {
             request_id: None,
         };
         let mut response = (status, Json(body.clone())).into_response();
-        if matches!(kind, ErrorKind::Overloaded) {
+        match kind {
             // One second: long enough for the in-flight requests to drain, short enough
             // that a client's retry does not idle the server.
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            ErrorKind::Overloaded => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // A store that refuses writes or a server restarting: the log's retries back off
+            // up to five seconds, so asking sooner would mostly be refused again.
+            ErrorKind::Unavailable => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         if matches!(kind, ErrorKind::Unauthenticated) {
             response.headers_mut().insert(

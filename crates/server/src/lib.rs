@@ -36,6 +36,7 @@ pub mod alert_source;
 pub mod alerting;
 pub mod auth;
 pub mod error;
+pub mod listen;
 pub mod monitoring;
 pub mod openapi;
 pub mod pages;
@@ -53,20 +54,33 @@ use vigil_core::types::ModelName;
 use vigil_runtime::{BundleFiles, Infer};
 
 pub use error::ApiError;
-pub use request_id::RequestId;
+pub use request_id::{CorrelationId, RequestId};
 
-/// Limits the HTTP layer enforces before the runtime sees a request.
+/// Limits the HTTP layer enforces before the runtime sees a request (the connection loop in
+/// [`listen`] applies the connection ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Largest request body, in bytes; a larger one is refused with 413.
     pub max_body_bytes: usize,
+    /// Connections served normally at once; past it new ones get
+    /// [`listen::PRESSED_HEADER_TIMEOUT`] to send their request, and past twice it they are
+    /// closed at once.
+    pub max_connections: usize,
+    /// The longest a connection may take to send a request's headers, and the longest a
+    /// kept-alive connection stays idle.
+    pub header_read_timeout: std::time::Duration,
+    /// The longest a request's body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        // 64 MiB: a 16-bit whole-film TIFF of several thousand pixels a side fits.
         HttpLimits {
+            // 64 MiB: a 16-bit whole-film TIFF of several thousand pixels a side fits.
             max_body_bytes: 64 << 20,
+            max_connections: 8192,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -276,11 +290,54 @@ pub fn app(state: AppState) -> Router {
         };
         router = router.route(r.path, handler);
     }
+    let body_timeout = state.limits.body_timeout;
+    let budget = (state.infer.memory().clone(), limit);
     router
         .fallback(routes::ops::no_route)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(budget, reserve_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
+}
+
+/// Reserves a request body's memory from the runtime's budget before the body is read: its
+/// declared length, or the body limit when it declares none (chunked). What does not fit
+/// now is refused with 503 and Retry-After, so that no number of concurrent uploads can hold
+/// more than the budget. The reservation lasts until the answer is ready.
+async fn reserve_body(
+    axum::extract::State((budget, limit)): axum::extract::State<(
+        vigil_runtime::MemoryBudget,
+        usize,
+    )>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let has_body = declared.is_some_and(|n| n > 0)
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(req).await;
+    }
+    // Over the body limit is the body limit's 413, not the budget's.
+    let bytes = declared.unwrap_or(limit as u64).min(limit as u64);
+    match budget.try_reserve(bytes, "the request body") {
+        Ok(reserved) => {
+            let response = next.run(req).await;
+            drop(reserved);
+            response
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting,
@@ -294,9 +351,8 @@ pub async fn serve(
     let infer = state.infer.clone();
     let log = state.log.clone();
     let review = state.review.clone();
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.limits;
+    let result = listen::serve_connections(listener, app(state), limits, shutdown).await;
     infer.shutdown().await;
     if let Some(review) = review {
         review.drain().await;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use vigil_core::monitor::alert::duration_text;
 use vigil_core::review::{
-    Estimated, Flag, FlagPolicy, Realised, SecondOpinion, estimate, realised,
+    Estimated, Flag, FlagPolicy, Realised, SecondOpinion, estimate_from, realised,
 };
 use vigil_core::types::ModelName;
 use vigil_runtime::Classified;
@@ -434,6 +434,7 @@ pub fn sniff_media_type(bytes: &[u8]) -> &'static str {
 pub(crate) async fn record_prediction(
     state: &AppState,
     request_id: &str,
+    correlation: &crate::CorrelationId,
     c: &Classified,
     image: Option<&Bytes>,
 ) -> Result<Vec<Flag>, ApiError> {
@@ -457,6 +458,7 @@ pub(crate) async fn record_prediction(
         None => Vec::new(),
     };
     let mut record = c.record(request_id, "serve");
+    record.correlation_id.clone_from(&correlation.0);
     if state.review().is_some() {
         record.flags = flags.iter().map(|f| f.as_str().to_owned()).collect();
     }
@@ -623,26 +625,17 @@ async fn performance_of(
         })
         .collect();
     if let Some(log) = state.monitor_store().filter(|_| part == Part::Both) {
-        let mut q = vigil_store::PredictionQuery::model(model.as_str());
-        q.since = Some(since);
-        q.limit = 100_000;
-        let records = log.predictions(&q).await?;
-        let mut rows: BTreeMap<&str, Vec<(usize, &[f32])>> = BTreeMap::new();
-        for r in &records {
-            if let Some(i) = labels.iter().position(|l| *l == r.label) {
-                rows.entry(r.version.as_str())
-                    .or_default()
-                    .push((i, r.probabilities.as_slice()));
-            }
-        }
-        for (v, rows) in rows {
-            let entry = versions
-                .entry(v.to_owned())
-                .or_insert_with(|| VersionPerformance {
-                    realised: realised(&labels, []),
-                    estimated: Estimated::default(),
-                });
-            entry.estimated = estimate(&labels, rows);
+        // Aggregated in the database: memory does not grow with the window's predictions
+        // (loading up to 100,000 rows every refresh made RSS climb under load).
+        let by_version = log
+            .probability_mass(model.as_str(), since, labels.len())
+            .await?;
+        for (v, masses) in by_version {
+            let entry = versions.entry(v).or_insert_with(|| VersionPerformance {
+                realised: realised(&labels, []),
+                estimated: Estimated::default(),
+            });
+            entry.estimated = estimate_from(&labels, &masses);
         }
     }
     Ok(Performance {

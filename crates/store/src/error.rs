@@ -46,6 +46,18 @@ pub enum Error {
         /// What SQLite said.
         detail: String,
     },
+    /// The database cannot grow: its disk is full, or it reached `store.max_size`.
+    #[error(
+        "the database {path} is full while {context} (its disk is full or it reached \
+         store.max_size); writes fail until space is freed (free the disk, raise store.max_size, \
+         or shorten monitoring.log.retention)"
+    )]
+    Full {
+        /// The database file.
+        path: PathBuf,
+        /// What was being written.
+        context: &'static str,
+    },
     /// The data directory cannot be created or written.
     #[error(
         "cannot use the data directory {path}: {source}; check that it can be created and is \
@@ -137,6 +149,7 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::Corrupt { .. }
+            | Error::Full { .. }
             | Error::CorruptRow { .. }
             | Error::DataDir { .. }
             | Error::Schema { .. }

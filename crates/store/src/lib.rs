@@ -58,13 +58,19 @@ pub struct OpenOptions {
     /// The data directory: the database is `<data_dir>/vigil.db`, blobs go under
     /// `<data_dir>/artifacts/`. Created if missing.
     pub data_dir: PathBuf,
+    /// The most the database may grow to, in bytes (SQLite's `max_page_count` on every
+    /// connection); `None`: as large as the disk allows. Reaching it fails writes exactly as
+    /// a full disk does (`SQLITE_FULL`), so a store that shares a disk with other services can
+    /// be kept from filling it.
+    pub max_size: Option<u64>,
 }
 
 impl OpenOptions {
-    /// Options for the embedded store in `data_dir`.
+    /// Options for the embedded store in `data_dir`, with no size cap.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         OpenOptions {
             data_dir: data_dir.into(),
+            max_size: None,
         }
     }
 }
@@ -479,6 +485,19 @@ pub trait MonitorStore: Send + Sync + std::fmt::Debug {
 
     /// How many predictions the log holds, for one model or all.
     async fn count_predictions(&self, model: Option<&str>) -> Result<u64>;
+
+    /// The inputs of the confidence-based performance estimate for `model`'s predictions at
+    /// or after `since`, aggregated in the database, by version: per predicted label, how
+    /// many and the sum of each label's normalised probability
+    /// ([`vigil_core::review::ProbabilityMass`]). Rows whose probabilities are not `labels`
+    /// long or hold a non-finite value are left out. Memory is bounded by versions x labels,
+    /// whatever the number of rows (the review gauges used to load up to 100,000 rows).
+    async fn probability_mass(
+        &self,
+        model: &str,
+        since: DateTime<Utc>,
+        labels: usize,
+    ) -> Result<BTreeMap<String, Vec<vigil_core::review::ProbabilityMass>>>;
 
     /// Deletes every prediction before `cutoff` (exclusive) and returns how many. Deletes in
     /// chunks, each its own short transaction, so a large purge does not stall the writer.

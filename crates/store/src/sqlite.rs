@@ -64,6 +64,26 @@ struct StoredVersion {
     signature: Option<Sha256Digest>,
 }
 
+/// Whether a pooled connection may be handed out again. A statement that fails with
+/// `SQLITE_FULL` or `SQLITE_IOERR` inside a transaction makes SQLite roll the transaction back
+/// by itself; sqlx's rollback on drop then fails ("no transaction is active") and the
+/// connection comes back to the pool still counting a transaction, so every later `BEGIN
+/// IMMEDIATE` on it was refused ("begin_with at non-zero transaction depth") and the
+/// prediction log stayed stuck after a full disk even once space returned. Such a connection
+/// is closed and a fresh one opened. The ping first lets a rollback still queued on the
+/// connection's worker (from a dropped transaction) finish before the check. (The tests
+/// reach SQLITE_FULL through `store.max_size`, where SQLite rolls back only the statement;
+/// this guards the whole-transaction rollback of a really full disk, read from sqlx's worker.)
+async fn usable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        warn!("A database connection came back inside a failed transaction; replacing it.");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Maps a driver error, recognising a damaged or foreign database file.
 fn db_error(path: &Path, context: &'static str, source: sqlx::Error) -> Error {
     if let sqlx::Error::Database(e) = &source {
@@ -71,11 +91,21 @@ fn db_error(path: &Path, context: &'static str, source: sqlx::Error) -> Error {
         // 11 = SQLITE_CORRUPT ("database disk image is malformed"),
         // 26 = SQLITE_NOTADB ("file is not a database").
         let code = e.code().and_then(|c| c.parse::<i32>().ok());
-        if matches!(code.map(|c| c & 0xff), Some(11 | 26)) {
-            return Error::Corrupt {
-                path: path.to_owned(),
-                detail: e.message().to_owned(),
-            };
+        match code.map(|c| c & 0xff) {
+            Some(11 | 26) => {
+                return Error::Corrupt {
+                    path: path.to_owned(),
+                    detail: e.message().to_owned(),
+                };
+            }
+            // 13 = SQLITE_FULL: the disk, or max_page_count (store.max_size).
+            Some(13) => {
+                return Error::Full {
+                    path: path.to_owned(),
+                    context,
+                };
+            }
+            _ => {}
         }
     }
     Error::Database { context, source }
@@ -264,7 +294,7 @@ impl SqliteRegistry {
             .with_automatic_cleanup(true);
 
         let db_path = dir.join(DB_FILE);
-        let connect = SqliteConnectOptions::new()
+        let mut connect = SqliteConnectOptions::new()
             .filename(&db_path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -272,8 +302,14 @@ impl SqliteRegistry {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        if let Some(bytes) = opts.max_size {
+            // SQLite's default page size; a cap below the current size stops all growth.
+            let pages = (bytes / 4096).max(1);
+            connect = connect.pragma("max_page_count", pages.to_string());
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .before_acquire(|conn, _meta| Box::pin(async move { usable(conn).await }))
             .connect_with(connect)
             .await
             .map_err(|e| db_error(&db_path, "opening the database", e))?;

@@ -41,11 +41,9 @@ pub fn staging_dir(out: &std::path::Path, prefix: &str) -> anyhow::Result<tempfi
 /// Opens the registry in the configured data directory.
 pub async fn open_registry(ctx: &Context) -> anyhow::Result<Arc<dyn Registry>> {
     let data_dir = ctx.config.data_dir()?;
-    let registry = vigil_store::open(&vigil_store::OpenOptions {
-        data_dir: data_dir.clone(),
-    })
-    .await
-    .with_context(|| format!("cannot open the registry in {}", data_dir.display()))?;
+    let registry = vigil_store::open(&ctx.config.store.open_options(data_dir.clone()))
+        .await
+        .with_context(|| format!("cannot open the registry in {}", data_dir.display()))?;
     Ok(registry)
 }
 
@@ -55,11 +53,9 @@ pub async fn open_monitor_store(
     ctx: &Context,
 ) -> anyhow::Result<Arc<dyn vigil_store::MonitorStore>> {
     let data_dir = ctx.config.data_dir()?;
-    vigil_store::open_monitor(&vigil_store::OpenOptions {
-        data_dir: data_dir.clone(),
-    })
-    .await
-    .with_context(|| format!("cannot open the prediction log in {}", data_dir.display()))
+    vigil_store::open_monitor(&ctx.config.store.open_options(data_dir.clone()))
+        .await
+        .with_context(|| format!("cannot open the prediction log in {}", data_dir.display()))
 }
 
 /// What to check when verifying a bundle.

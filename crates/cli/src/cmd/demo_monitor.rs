@@ -108,9 +108,12 @@ fn print_alerts(got: &std::sync::Mutex<Vec<Value>>, seen: &mut usize) {
 struct Phase {
     sent: usize,
     flagged_ood: Vec<String>,
+    /// The server's request id of each tile, in order.
+    ids: Vec<String>,
 }
 
-/// Sends each tile (changed by `change`) to the server, `x-request-id` prefixed by `phase`.
+/// Sends each tile (changed by `change`) to the server, its correlation id (`x-request-id`)
+/// prefixed by `phase`; the server answers with its own request id.
 fn stream(
     agent: &ureq::Agent,
     base: &str,
@@ -119,6 +122,7 @@ fn stream(
     phase: &str,
 ) -> anyhow::Result<Phase> {
     let mut flagged_ood = Vec::new();
+    let mut ids = Vec::with_capacity(tiles.len());
     for (i, t) in tiles.iter().enumerate() {
         let body = match change {
             Some(c) => crate::simulate::apply(t, c, i as u64)?,
@@ -133,6 +137,12 @@ fn stream(
             .context("the prediction request failed")?
             .body_mut()
             .read_json()?;
+        ids.push(
+            answer["request_id"]
+                .as_str()
+                .context("the answer has no request id")?
+                .to_owned(),
+        );
         if answer["flags"]
             .as_array()
             .is_some_and(|f| f.iter().any(|x| x == "out_of_distribution"))
@@ -143,6 +153,7 @@ fn stream(
     Ok(Phase {
         sent: tiles.len(),
         flagged_ood,
+        ids,
     })
 }
 
@@ -221,17 +232,13 @@ fn show(agent: &ureq::Agent, base: &str, phase: &Phase) -> anyhow::Result<bool> 
 /// Verdicts the demo's simulated inspector gives.
 const DEMO_SHIFT: usize = 300;
 
-/// The index of a streamed tile from its request id (`line-0042` → 42).
-fn tile_index(request_id: &str) -> Option<usize> {
-    request_id.rsplit('-').next()?.parse().ok()
-}
-
 /// Chapter 11: the review queue the streaming filled, worked by a simulated inspector who
 /// gives each tile its true label (the validation manifest's), and what the verdicts say.
 fn review(
     agent: &ureq::Agent,
     base: &str,
     truth: &[&str],
+    sent: &std::collections::HashMap<String, usize>,
     section: &dyn Fn(&str, &str),
 ) -> anyhow::Result<()> {
     section(
@@ -268,8 +275,9 @@ fn review(
         }
         let item: Value = r.body_mut().read_json()?;
         let id = item["request_id"].as_str().unwrap_or("");
-        let label = tile_index(id)
-            .and_then(|i| truth.get(i))
+        let label = sent
+            .get(id)
+            .and_then(|&i| truth.get(i))
             .context("a queued request id the demo did not send")?;
         agent
             .post(&format!("{base}/v1/review/items/{}/verdict", item["id"]))
@@ -421,6 +429,10 @@ format = "json"
             let mut seen = 0;
             let p = stream(&agent, &base, &tiles, None, "line")?;
             show(&agent, &base, &p)?;
+            // Which tile each answered request was, by the server's request id.
+            let mut sent: std::collections::HashMap<String, usize> =
+                p.ids.iter().cloned().zip(0..).collect();
+            let mut first_changed = None;
             std::thread::sleep(Duration::from_millis(600));
             print_alerts(&received, &mut seen);
             for (change, phase) in [
@@ -430,20 +442,22 @@ format = "json"
                 println!("\n   now the same tiles through a {}:", change.describe());
                 let p = stream(&agent, &base, &tiles, Some(change), phase)?;
                 show(&agent, &base, &p)?;
+                sent.extend(p.ids.iter().cloned().zip(0..));
+                first_changed = first_changed.or_else(|| p.ids.first().cloned());
                 std::thread::sleep(Duration::from_millis(600));
                 print_alerts(&received, &mut seen);
             }
             // Let the log flush, then read it back.
             std::thread::sleep(Duration::from_millis(600));
-            let id = "detector-0000";
+            let id = first_changed.context("no tile was sent")?;
             let logged: Value = agent
                 .get(&format!("{base}/v1/predictions/{id}"))
                 .call()?
                 .body_mut()
                 .read_json()?;
             println!(
-                "\n   every prediction is in the log; {id}: {} ({:.2}), flags {}, OOD distance {}, \
-                 sharpness {:.4}, served by {} {}",
+                "\n   every prediction is in the log; the first new-detector tile (request {id}): {} \
+                 ({:.2}), flags {}, OOD distance {}, sharpness {:.4}, served by {} {}",
                 logged["label"].as_str().unwrap_or("?"),
                 logged["confidence"].as_f64().unwrap_or(0.0),
                 logged["flags"],
@@ -469,7 +483,7 @@ format = "json"
                  history: GET /v1/alerts, `vigil alerts list`; as Prometheus rules: \
                  `vigil alerts export-prometheus`"
             );
-            review(&agent, &base, &truth, section)
+            review(&agent, &base, &truth, &sent, section)
         })();
         let _ = stop_tx.send(());
         let served = server

@@ -133,6 +133,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             max_in_flight: s.max_in_flight,
             preprocess_threads: s.preprocess_threads,
             request_timeout: s.request_timeout,
+            memory_budget: s.memory_budget,
         },
         DeployConfig {
             batch: BatchConfig {
@@ -142,7 +143,10 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             engine,
             monitor,
             instances,
-            ..DeployConfig::default()
+            limits: vigil_engine::preprocess::Limits {
+                max_encoded_bytes: s.max_body_bytes,
+                max_pixels: s.max_image_pixels,
+            },
         },
         metrics,
     )
@@ -151,6 +155,9 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         infer,
         HttpLimits {
             max_body_bytes: s.max_body_bytes,
+            max_connections: s.max_connections,
+            header_read_timeout: s.header_read_timeout,
+            body_timeout: s.body_timeout,
         },
     )
     .with_registry(registry.clone())
@@ -210,6 +217,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         );
     }
 
+    raise_open_files_limit(s.max_connections);
     let addr = SocketAddr::new(args.bind.unwrap_or(s.bind), args.port.unwrap_or(s.port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -369,7 +377,7 @@ async fn review_state(
     cfg.validate()
         .map_err(|e| ConfigError::Invalid(format!("[review]: {e}")))?;
     let data_dir = ctx.config.data_dir()?;
-    let store = vigil_store::open_review(&vigil_store::OpenOptions::new(data_dir.clone()))
+    let store = vigil_store::open_review(&ctx.config.store.open_options(data_dir.clone()))
         .await
         .with_context(|| format!("cannot open the review queue in {}", data_dir.display()))?;
     let purge = store.clone();
@@ -483,7 +491,41 @@ fn verified(
     })
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+/// Raises the soft limit on open files to the hard limit: each connection is a file, and the
+/// connection loop holds up to twice `server.max_connections` of them. Warns when even the
+/// hard limit is too low for that, since accepting then fails before the limit is reached.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "Cannot raise the open-files limit.");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    // Database connections, model files, log files and the listener: a few hundred at most.
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    if let Some(now) = now
+        && now < needed
+    {
+        tracing::warn!(
+            open_files = now,
+            needed,
+            "The open-files limit is below twice server.max_connections: a flood of \
+             connections would exhaust it. Raise it (ulimit -n, LimitNOFILE=) or lower \
+             server.max_connections."
+        );
+    }
+}
+
+/// Resolves on SIGTERM, SIGINT (Ctrl-C) or SIGQUIT: each stops the server gracefully (no new
+/// connections, the requests in flight answered, the queues drained, the prediction log
+/// flushed). SIGHUP, whose default action would kill the process without flushing, is
+/// caught and logged: the configuration is read once at start-up, so there is nothing to
+/// reload, and a terminal that closes must not lose acknowledged predictions.
 async fn shutdown_signal() {
     let interrupt = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -492,23 +534,45 @@ async fn shutdown_signal() {
         }
     };
     #[cfg(unix)]
-    let terminate = async {
+    let others = async {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
+        let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
+                tracing::warn!(error = %e, signal = name, "Cannot listen for a signal.");
+                None
+            }
+        };
+        let mut term = listen(SignalKind::terminate(), "SIGTERM");
+        let mut quit = listen(SignalKind::quit(), "SIGQUIT");
+        let mut hup = listen(SignalKind::hangup(), "SIGHUP");
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                () = next(&mut term) => return "SIGTERM",
+                () = next(&mut quit) => return "SIGQUIT",
+                () = next(&mut hup) => tracing::warn!(
+                    "SIGHUP received and ignored: the configuration is read at start-up \
+                     (restart to apply changes); stop the server with SIGTERM."
+                ),
             }
         }
     };
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
-    tracing::info!("Stopping: no new connections; finishing the requests in flight.");
+    let others = std::future::pending::<&str>();
+    let signal = tokio::select! {
+        () = interrupt => "SIGINT",
+        s = others => s,
+    };
+    tracing::info!(
+        signal,
+        "Stopping: no new connections; finishing the requests in flight."
+    );
 }

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use vigil_core::ErrorKind;
+
+use crate::exit::fail;
 
 /// File extensions scored when a folder is given.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"];
@@ -49,7 +52,10 @@ pub fn collect(args: &[String]) -> anyhow::Result<Vec<Input>> {
                 .filter(|p| p.is_file())
                 .collect();
             if files.is_empty() {
-                bail!("the pattern {arg:?} matches no file");
+                return fail(
+                    ErrorKind::NotFound,
+                    format!("the pattern {arg:?} matches no file"),
+                );
             }
             files.sort();
             out.extend(files.into_iter().map(|p| Input {
@@ -58,11 +64,17 @@ pub fn collect(args: &[String]) -> anyhow::Result<Vec<Input>> {
                 expected: None,
             }));
         } else {
-            bail!("{arg}: no such file, folder or pattern");
+            return fail(
+                ErrorKind::NotFound,
+                format!("{arg}: no such file, folder or pattern"),
+            );
         }
     }
     if out.is_empty() {
-        bail!("no images found in {}", args.join(", "));
+        return fail(
+            ErrorKind::NotFound,
+            format!("no images found in {}", args.join(", ")),
+        );
     }
     Ok(out)
 }
@@ -101,7 +113,10 @@ fn manifest(csv_path: &Path) -> anyhow::Result<Vec<Input>> {
         let record = record.with_context(|| format!("{}: row {}", csv_path.display(), i + 2))?;
         let rel = record.get(path_col).unwrap_or("").trim();
         if rel.is_empty() {
-            bail!("{}: row {} has an empty path", csv_path.display(), i + 2);
+            return fail(
+                ErrorKind::Invalid,
+                format!("{}: row {} has an empty path", csv_path.display(), i + 2),
+            );
         }
         let expected = label_col
             .and_then(|c| record.get(c))

@@ -95,16 +95,20 @@ pub fn open(
     let format = Format::from_path(path)?;
     let exists = path.exists();
     if exists && !mode.resume && !mode.overwrite {
-        bail!(
-            "{} exists: pass --resume to continue it or --overwrite to replace it",
-            path.display()
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Conflict,
+            format!(
+                "{} exists: pass --resume to continue it or --overwrite to replace it",
+                path.display()
+            ),
         );
     }
     let resume = exists && mode.resume;
     match format {
-        Format::Parquet if resume => {
-            bail!("--resume works with .csv and .jsonl outputs, not Parquet")
-        }
+        Format::Parquet if resume => crate::exit::fail(
+            vigil_core::ErrorKind::Invalid,
+            "--resume works with .csv and .jsonl outputs, not Parquet",
+        ),
         Format::Parquet => Ok((Box::new(ParquetSink::new(path, labels)), HashSet::new())),
         Format::Csv => {
             let header = csv_header(labels);

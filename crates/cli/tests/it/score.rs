@@ -157,8 +157,9 @@ fn resume_scores_only_what_is_missing_and_existing_output_is_protected() {
         .ok();
     let full = std::fs::read_to_string(&out).unwrap();
     // Without --resume or --overwrite the output is left alone.
+    // An output in the way is a conflict (exit 4), not a failed check (1).
     env.run(&["score", &tiles_dir(), "--bundle", &b, "--out", o])
-        .code(1)
+        .code(4)
         .says("--resume");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), full);
     // Simulate a run killed mid-write: three rows and half of the fourth.
@@ -223,8 +224,13 @@ fn parquet_output_holds_every_row() {
         out.to_str().unwrap(),
         "--resume",
     ])
-    .code(1)
+    .code(5)
     .says("not Parquet");
+    // An input that does not exist is "not found" (exit 3); it used to exit 1, the code of a
+    // failed check.
+    env.run(&["score", "nosuchdir", "--bundle", &b, "--out", "x.csv"])
+        .code(3)
+        .says("nosuchdir: no such file");
 }
 
 #[test]

@@ -170,8 +170,12 @@ pub struct Observation {
 /// the input and the reason it was (or was not) flagged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionRecord {
-    /// The request id (also the response header); unique in the log.
+    /// The request id, made by the server (also the response header); unique in the log.
     pub request_id: String,
+    /// The client's own id for the request (its `x-request-id` or `x-correlation-id`), when it
+    /// sent one: recorded beside the server's id, never used as a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
     /// When the answer was produced.
     pub at: DateTime<Utc>,
     /// The model.

@@ -28,8 +28,29 @@ impl Depth {
     }
 }
 
-/// Decodes one encoded image, refusing it early when it is larger than `limits` allow.
-pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, Depth)> {
+/// Width and height from the image's header alone (nothing of the image's size is
+/// allocated), refused when larger than `limits` allow.
+pub(super) fn dimensions(bytes: &[u8], limits: &Limits) -> Result<(u64, u64)> {
+    check_encoded(bytes, limits)?;
+    let (w, h) = if dicom::is_dicom(bytes) {
+        dicom::dimensions(bytes)?
+    } else {
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        if reader.format().is_none() {
+            return Err(unknown_format());
+        }
+        reader
+            .into_dimensions()
+            .map_err(|e| Error::Decode(e.to_string()))?
+    };
+    let (w, h) = (u64::from(w), u64::from(h));
+    check_pixels(w, h, limits)?;
+    Ok((w, h))
+}
+
+fn check_encoded(bytes: &[u8], limits: &Limits) -> Result<()> {
     if bytes.len() > limits.max_encoded_bytes {
         return Err(Error::TooLarge(format!(
             "{} bytes encoded; the limit is {}",
@@ -37,6 +58,18 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, Depth)> {
             limits.max_encoded_bytes
         )));
     }
+    Ok(())
+}
+
+fn unknown_format() -> Error {
+    Error::Decode(
+        "unknown image format (PNG, JPEG, BMP, TIFF and uncompressed DICOM are supported)".into(),
+    )
+}
+
+/// Decodes one encoded image, refusing it early when it is larger than `limits` allow.
+pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, Depth)> {
+    check_encoded(bytes, limits)?;
     if dicom::is_dicom(bytes) {
         // The rescale slope and intercept are not in the depth: statistics of a rescaled
         // DICOM image are relative to its stored range.
@@ -47,10 +80,7 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, Depth)> {
         .with_guessed_format()
         .map_err(|e| Error::Decode(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(Error::Decode(
-            "unknown image format (PNG, JPEG, BMP, TIFF and uncompressed DICOM are supported)"
-                .into(),
-        ));
+        return Err(unknown_format());
     }
     // Read the header first so a decompression bomb is refused before anything is allocated.
     let (w, h) = reader

@@ -35,6 +35,20 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE..PREAMBLE + 4) == Some(b"DICM".as_slice())
 }
 
+/// Columns and rows from a DICOM file's header alone.
+pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+    let meta = FileMetaTable::from_reader(&bytes[PREAMBLE..]).map_err(|e| {
+        Error::Decode(format!(
+            "invalid DICOM file meta information: {}",
+            chain(&e)
+        ))
+    })?;
+    check_transfer_syntax(meta.transfer_syntax())?;
+    let header = open(bytes, Until::BeforePixelData)?;
+    let format = PixelFormat::read(&header)?;
+    Ok((format.columns, format.rows))
+}
+
 /// Decodes the first frame of a DICOM file (the caller has checked the encoded size), with
 /// its BitsStored.
 pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, u8)> {

@@ -12,9 +12,14 @@
 //!   fails the request at once (503) instead of waiting. `drop` answers anyway and counts the record in
 //!   `vigil_prediction_log_lost_total{reason="dropped"}` with a warning: for lines that
 //!   value availability over a complete log. Loss is never silent.
-//! - **Store errors**: a batch that fails to write is kept and retried with backoff (the
-//!   channel fills meanwhile and the policy above applies); it is counted in
-//!   `vigil_prediction_log_write_errors_total`.
+//! - **Store errors** (a full disk, a dead database): a batch that fails to write is kept and
+//!   retried with backoff until it is written, counted in
+//!   `vigil_prediction_log_write_errors_total`. Until a write succeeds again the log is
+//!   *unhealthy* ([`PredictionLog::health`], which `/readyz` reports) and [`OnStoreError`]
+//!   decides what new predictions get: `refuse` (default) fails them at once with 503, since
+//!   every decision must be traceable; `serve` queues them (answered, written once the store
+//!   is back, lost only if the process dies first). Recovery needs no restart: the first
+//!   write that succeeds makes the log healthy again.
 //! - **Shutdown**: [`PredictionLog::close`] stops accepting, drains the channel and writes
 //!   everything. After `kill -9` at most the records of one flush interval (plus the batch
 //!   being written) are lost.
@@ -59,6 +64,30 @@ impl std::str::FromStr for OnFull {
     }
 }
 
+/// What a new prediction gets while the store refuses writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreError {
+    /// Fail it at once (503): nothing is answered that cannot be logged.
+    #[default]
+    Refuse,
+    /// Answer it and keep its record queued until the store takes it (up to the log's
+    /// capacity; then the overload policy applies).
+    Serve,
+}
+
+impl std::str::FromStr for OnStoreError {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "refuse" => Ok(OnStoreError::Refuse),
+            "serve" => Ok(OnStoreError::Serve),
+            other => Err(format!(
+                "unknown store-error policy {other:?} (expected refuse or serve)"
+            )),
+        }
+    }
+}
+
 /// How the prediction log writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
@@ -72,6 +101,8 @@ pub struct LogConfig {
     pub flush_interval: Duration,
     /// What a full channel does to a request.
     pub on_full: OnFull,
+    /// What a request gets while the store refuses writes.
+    pub on_store_error: OnStoreError,
 }
 
 impl Default for LogConfig {
@@ -81,6 +112,7 @@ impl Default for LogConfig {
             batch_size: 256,
             flush_interval: Duration::from_secs(1),
             on_full: OnFull::Block,
+            on_store_error: OnStoreError::Refuse,
         }
     }
 }
@@ -117,10 +149,27 @@ enum Item {
     Window(Arc<DriftWindow>),
 }
 
+/// Why the log cannot write now; `None` while the last write succeeded.
+#[derive(Debug, Default)]
+struct Health(Mutex<Option<String>>);
+
+impl Health {
+    fn set(&self, problem: Option<String>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = problem;
+    }
+    fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// The sending side of the prediction log. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PredictionLog {
     tx: mpsc::Sender<Item>,
+    health: Arc<Health>,
     cfg: LogConfig,
     metrics: LogMetrics,
     stop: CancellationToken,
@@ -133,9 +182,20 @@ impl PredictionLog {
         let (tx, rx) = mpsc::channel(cfg.capacity.max(1));
         let stop = CancellationToken::new();
         let metrics = metrics.log();
-        let writer = tokio::spawn(write_loop(rx, sink, cfg, metrics.clone(), stop.clone()));
+        let health = Arc::new(Health::default());
+        let writer = tokio::spawn(write_loop(
+            rx,
+            Writer {
+                sink,
+                metrics: metrics.clone(),
+                stop: stop.clone(),
+                health: health.clone(),
+            },
+            cfg,
+        ));
         PredictionLog {
             tx,
+            health,
             cfg,
             metrics,
             stop,
@@ -143,9 +203,22 @@ impl PredictionLog {
         }
     }
 
+    /// Why the log cannot write now (the store's last error), or `None` when its last write
+    /// succeeded.
+    pub fn health(&self) -> Option<String> {
+        self.health.get()
+    }
+
     /// Queues one prediction under the overload policy. Errors: [`Error::Overloaded`]
-    /// (`reject` with a full channel), [`Error::ShuttingDown`] (the log is closed).
+    /// (`reject` with a full channel), [`Error::ShuttingDown`] (the log is closed),
+    /// [`Error::LogUnavailable`] (the store refuses writes and the policy is `refuse`).
     pub async fn submit(&self, record: PredictionRecord) -> Result<()> {
+        if self.cfg.on_store_error == OnStoreError::Refuse
+            && let Some(reason) = self.health.get()
+        {
+            self.metrics.lost("store_down", 1);
+            return Err(Error::LogUnavailable { reason });
+        }
         let item = Item::Prediction(Box::new(record));
         let sent = match self.cfg.on_full {
             OnFull::Block => self.tx.send(item).await.map_err(|_| Error::ShuttingDown),
@@ -231,13 +304,16 @@ impl PredictionLog {
     }
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<Item>,
+/// What the writer task holds.
+struct Writer {
     sink: Arc<dyn MonitorSink>,
-    cfg: LogConfig,
     metrics: LogMetrics,
     stop: CancellationToken,
-) {
+    health: Arc<Health>,
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Item>, w: Writer, cfg: LogConfig) {
+    let stop = w.stop.clone();
     let mut closing = false;
     loop {
         let first = if closing {
@@ -275,85 +351,89 @@ async fn write_loop(
                 }
             }
         }
-        metrics.pending(rx.len());
-        write(&*sink, batch, &metrics, &stop).await;
+        w.metrics.pending(rx.len());
+        w.write(batch).await;
     }
     tracing::debug!("The prediction log is flushed and closed.");
 }
 
-/// Writes one batch, retrying with backoff until it is stored. Once closing (`stop`
-/// cancelled, also while a retry is under way), it gives up after a few more tries, at most
-/// half a second apart, so that shutdown cannot hang on a dead store; what it gives up is
-/// counted and logged as an error.
-async fn write(
-    sink: &dyn MonitorSink,
-    batch: Vec<Item>,
-    metrics: &LogMetrics,
-    stop: &CancellationToken,
-) {
-    let mut predictions = Vec::with_capacity(batch.len());
-    let mut windows = Vec::new();
-    for item in batch {
-        match item {
-            Item::Prediction(p) => predictions.push(*p),
-            Item::Window(w) => windows.push(w),
-        }
-    }
-    let mut backoff = Duration::from_millis(50);
-    // Failed tries since closing began.
-    let mut tries = 0u32;
-    loop {
-        let t = std::time::Instant::now();
-        let result = async {
-            let mut inserted = 0;
-            if !predictions.is_empty() {
-                inserted = sink.append_predictions(&predictions).await?;
+impl Writer {
+    /// Writes one batch, retrying with backoff until it is stored; the log is unhealthy from
+    /// the first failure to the next success. Once closing (`stop` cancelled, also while a
+    /// retry is under way), it gives up after a few more tries, at most half a second apart,
+    /// so that shutdown cannot hang on a dead store; what it gives up is counted and logged
+    /// as an error.
+    async fn write(&self, batch: Vec<Item>) {
+        let (sink, metrics, stop) = (&*self.sink, &self.metrics, &self.stop);
+        let mut predictions = Vec::with_capacity(batch.len());
+        let mut windows = Vec::new();
+        for item in batch {
+            match item {
+                Item::Prediction(p) => predictions.push(*p),
+                Item::Window(w) => windows.push(w),
             }
-            for w in &windows {
-                sink.append_window(w).await?;
-            }
-            Ok::<_, String>(inserted)
         }
-        .await;
-        match result {
-            Ok(inserted) => {
-                metrics.flush(t.elapsed());
-                metrics.written(inserted);
-                if inserted < predictions.len() {
-                    metrics.lost("duplicate", predictions.len() - inserted);
-                    tracing::warn!(
-                        duplicates = predictions.len() - inserted,
-                        "Predictions with a request id already in the log were not written again."
-                    );
+        let mut backoff = Duration::from_millis(50);
+        // Failed tries since closing began.
+        let mut tries = 0u32;
+        loop {
+            let t = std::time::Instant::now();
+            let result = async {
+                let mut inserted = 0;
+                if !predictions.is_empty() {
+                    inserted = sink.append_predictions(&predictions).await?;
                 }
-                return;
+                for w in &windows {
+                    sink.append_window(w).await?;
+                }
+                Ok::<_, String>(inserted)
             }
-            Err(e) => {
-                let closing = stop.is_cancelled();
-                tries += u32::from(closing);
-                metrics.write_error();
-                if closing && tries >= 5 {
-                    metrics.lost("store_error", predictions.len());
-                    tracing::error!(
-                        error = %e,
-                        records = predictions.len(),
-                        "Shutting down with a store that refuses writes: these predictions are not in the log."
-                    );
+            .await;
+            match result {
+                Ok(inserted) => {
+                    if let Some(was) = self.health.get() {
+                        tracing::info!(after = %was, "The prediction log writes again.");
+                        self.health.set(None);
+                    }
+                    metrics.flush(t.elapsed());
+                    metrics.written(inserted);
+                    if inserted < predictions.len() {
+                        metrics.lost("duplicate", predictions.len() - inserted);
+                        tracing::warn!(
+                            duplicates = predictions.len() - inserted,
+                            "Predictions with a request id already in the log were not written again."
+                        );
+                    }
                     return;
                 }
-                tracing::warn!(error = %e, records = predictions.len(), retry_in = ?backoff, "Cannot write the prediction log; retrying.");
-                if closing {
-                    tokio::time::sleep(backoff.min(Duration::from_millis(500))).await;
-                } else {
-                    // Shutdown cuts the wait short: the next try counts towards giving up.
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = stop.cancelled() => {}
+                Err(e) => {
+                    self.health.set(Some(e.clone()));
+                    let closing = stop.is_cancelled();
+                    tries += u32::from(closing);
+                    metrics.write_error();
+                    if closing && tries >= 5 {
+                        metrics.lost("store_error", predictions.len());
+                        tracing::error!(
+                            error = %e,
+                            records = predictions.len(),
+                            "Shutting down with a store that refuses writes: these predictions are not in the log."
+                        );
+                        return;
                     }
+                    tracing::warn!(error = %e, records = predictions.len(), retry_in = ?backoff, "Cannot write the prediction log; retrying.");
+                    if closing {
+                        tokio::time::sleep(backoff.min(Duration::from_millis(500))).await;
+                    } else {
+                        // Shutdown cuts the wait short: the next try counts towards giving up.
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = stop.cancelled() => {}
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Windows already written on a failed try are written again: the store keeps
+                    // both; predictions are deduplicated by request id.
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                // Windows already written on a failed try are written again: the store keeps
-                // both; predictions are deduplicated by request id.
             }
         }
     }

@@ -29,7 +29,7 @@ use vigil_core::drift::mahalanobis::OodScore;
 use vigil_core::monitor::{Observation, OodScorer, ReferenceProfile, WindowReport};
 use vigil_core::types::{Label, ModelName, ModelVersion};
 
-pub use log::{DriftWindow, LogConfig, MonitorSink, OnFull, PredictionLog};
+pub use log::{DriftWindow, LogConfig, MonitorSink, OnFull, OnStoreError, PredictionLog};
 
 use crate::metrics::{LiveShares, MonitorMetrics, SignalValue};
 

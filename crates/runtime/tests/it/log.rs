@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use vigil_core::monitor::PredictionRecord;
-use vigil_runtime::{DriftWindow, LogConfig, Metrics, MonitorSink, OnFull, PredictionLog};
+use vigil_runtime::{
+    DriftWindow, LogConfig, Metrics, MonitorSink, OnFull, OnStoreError, PredictionLog,
+};
 
 #[derive(Debug, Default)]
 struct Recorder {
@@ -51,6 +53,7 @@ impl MonitorSink for Recorder {
 fn record(id: &str) -> PredictionRecord {
     PredictionRecord {
         request_id: id.into(),
+        correlation_id: None,
         at: chrono::Utc::now(),
         model: "weldnet".into(),
         version: "1.0.0".into(),
@@ -76,6 +79,7 @@ fn cfg(capacity: usize, on_full: OnFull) -> LogConfig {
         batch_size: 64,
         flush_interval: Duration::from_millis(50),
         on_full,
+        on_store_error: OnStoreError::Serve,
     }
 }
 
@@ -146,6 +150,66 @@ async fn a_failing_store_is_retried_and_nothing_is_lost() {
         metrics
             .render()
             .contains("vigil_prediction_log_write_errors_total 2")
+    );
+}
+
+// A full disk used to leave the writer failing while predictions were still answered
+// (acknowledged, never logged) and /readyz said ready.
+#[tokio::test]
+async fn while_the_store_refuses_writes_new_predictions_are_refused_and_the_log_recovers() {
+    let sink = Arc::new(Recorder {
+        failures: Mutex::new(3),
+        ..Recorder::default()
+    });
+    let metrics = Metrics::new();
+    let log = PredictionLog::start(
+        LogConfig {
+            on_store_error: OnStoreError::Refuse,
+            ..cfg(1000, OnFull::Block)
+        },
+        sink.clone(),
+        &metrics,
+    );
+    assert_eq!(log.health(), None);
+    log.submit(record("acknowledged")).await.unwrap();
+    let until = |want_healthy: bool| {
+        let log = log.clone();
+        async move {
+            for _ in 0..1000 {
+                if log.health().is_none() == want_healthy {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!(
+                "the log never became {}",
+                if want_healthy { "healthy" } else { "unhealthy" }
+            );
+        }
+    };
+    until(false).await;
+    assert_eq!(log.health().as_deref(), Some("database is locked"));
+    match log.submit(record("refused")).await {
+        Err(e @ vigil_runtime::Error::LogUnavailable { .. }) => {
+            assert_eq!(e.kind(), vigil_core::ErrorKind::Unavailable);
+            assert!(e.to_string().contains("database is locked"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The store comes back: the retried batch is written and the log is healthy again,
+    // without a restart.
+    until(true).await;
+    log.submit(record("after")).await.unwrap();
+    log.close().await;
+    assert_eq!(
+        sink.batches.lock().unwrap().concat(),
+        vec!["acknowledged".to_owned(), "after".to_owned()],
+        "the acknowledged record is written, the refused one is not"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("vigil_prediction_log_lost_total{reason=\"store_down\"} 1")
     );
 }
 

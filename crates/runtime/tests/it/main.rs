@@ -17,7 +17,7 @@ use vigil_core::ErrorKind;
 use vigil_core::bundle::{GOLDEN_EXPECTED_FILE, GoldenSet};
 use vigil_engine::Batch;
 use vigil_engine::preprocess::{Limits, Pipeline};
-use vigil_runtime::{Error, metrics};
+use vigil_runtime::{DeployConfig, Error, Infer, InferConfig, metrics};
 
 use common::*;
 
@@ -643,4 +643,53 @@ async fn a_request_past_its_deadline_fails_as_overloaded() {
         .classify(&name(), tiles()[0].1.clone(), None)
         .await
         .unwrap();
+}
+
+// A 9999 x 9999 16-bit PNG of 583 KB used to be decoded whatever the memory it took (2.36 GB
+// peak; 8 at once reached 4.5 GB). Each image now reserves its peak from the memory budget,
+// from its header, before it is decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_reserves_its_memory_before_decoding_and_is_refused_when_it_cannot() {
+    let (_, tile) = tiles().into_iter().next().unwrap();
+    let peak = Pipeline::new(&manifest("1"), Limits::default())
+        .peak_bytes(&tile)
+        .unwrap();
+    assert_eq!(
+        peak,
+        128 * 128 * vigil_engine::preprocess::PEAK_BYTES_PER_PIXEL
+    );
+    let with_budget = |bytes: u64| {
+        Infer::new(
+            InferConfig {
+                preprocess_threads: 1,
+                memory_budget: bytes,
+                ..InferConfig::default()
+            },
+            DeployConfig {
+                engine: engine(),
+                ..DeployConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    // Larger than the whole budget: the client's error, never retried.
+    let small = with_budget(peak / 2);
+    small.deployments().load(bundle("1")).await.unwrap();
+    let err = small
+        .classify(&name(), tile.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
+    assert!(err.to_string().contains("server.memory_budget"), "{err}");
+    // Room for one image: a second one while the first holds its share is refused now
+    // (503 with Retry-After), and served once the memory is given back.
+    let one = with_budget(peak + peak / 2);
+    one.deployments().load(bundle("1")).await.unwrap();
+    let held = one.memory().try_reserve(peak, "another image").unwrap();
+    let err = one.classify(&name(), tile.clone(), None).await.unwrap_err();
+    assert!(matches!(err, Error::OverBudget { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    drop(held);
+    one.classify(&name(), tile, None).await.unwrap();
+    assert_eq!(one.memory().in_use(), 0, "every reservation is given back");
 }

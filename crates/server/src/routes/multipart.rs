@@ -18,7 +18,7 @@ use vigil_core::types::ModelName;
 
 use crate::error::ErrorBody;
 use crate::routes::predict::{self, IMAGE_TYPES, PredictResponse};
-use crate::{ApiError, AppState, RequestId};
+use crate::{ApiError, AppState, CorrelationId, RequestId};
 
 /// Most parts one request may carry; more is refused with 413 before anything is classified.
 /// 64 tiles is a generous film strip; a whole film goes as one image (the bundle tiles it).
@@ -105,7 +105,7 @@ pub async fn classify(
     state: &AppState,
     name: &ModelName,
     version: Option<&str>,
-    id: &RequestId,
+    (id, corr): (&RequestId, &CorrelationId),
     parts: Vec<Part>,
 ) -> Vec<PartResult> {
     let many = parts.len() > 1;
@@ -118,7 +118,7 @@ pub async fn classify(
             } else {
                 id.clone()
             };
-            predict::classify_one(state, name, version, &part_id, image)
+            predict::classify_one(state, name, version, (&part_id, corr), image)
                 .await
                 .map(|(answer, _)| answer)
         })

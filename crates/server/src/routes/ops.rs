@@ -103,7 +103,17 @@ pub fn readiness(state: &AppState) -> ReadyResponse {
             .filter(|(_, s)| *s != "ready")
             .map(|(n, _)| n.as_str())
             .collect();
-        (!waiting.is_empty()).then(|| format!("not ready: {}", waiting.join(", ")))
+        (!waiting.is_empty())
+            .then(|| format!("not ready: {}", waiting.join(", ")))
+            .or_else(|| {
+                // While the prediction log cannot be written, predictions are refused (or
+                // answered unlogged, by monitoring.log.on_store_error): either way a load
+                // balancer should send traffic elsewhere.
+                state
+                    .log()
+                    .and_then(vigil_runtime::PredictionLog::health)
+                    .map(|e| format!("the prediction log cannot be written: {e}"))
+            })
     };
     ReadyResponse {
         ready: reason.is_none(),

@@ -18,7 +18,7 @@ use vigil_runtime::{Classified, Deployment, Timings};
 
 use crate::routes::multipart;
 use crate::routes::{check_version, deployment, model_name};
-use crate::{ApiError, AppState, RequestId};
+use crate::{ApiError, AppState, CorrelationId, RequestId};
 
 /// Content types of encoded images the preprocessing decodes (it sniffs the format from the
 /// bytes; the header only has to say "an image").
@@ -115,9 +115,10 @@ pub async fn latest(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(id): Extension<RequestId>,
+    Extension(corr): Extension<CorrelationId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    predict(&state, &name, None, id, req).await
+    predict(&state, &name, None, (id, corr), req).await
 }
 
 /// `POST /v1/models/{name}/versions/{version}/predict`
@@ -125,9 +126,10 @@ pub async fn versioned(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     Extension(id): Extension<RequestId>,
+    Extension(corr): Extension<CorrelationId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    predict(&state, &name, Some(&version), id, req).await
+    predict(&state, &name, Some(&version), (id, corr), req).await
 }
 
 /// Reads the body as one encoded image or as a multipart form of several, and answers.
@@ -135,7 +137,7 @@ async fn predict(
     state: &AppState,
     name: &str,
     version: Option<&str>,
-    id: RequestId,
+    (id, corr): (RequestId, CorrelationId),
     req: Request,
 ) -> Result<Response, ApiError> {
     if multipart::is_multipart(req.headers()) {
@@ -144,7 +146,7 @@ async fn predict(
         deployment(state.infer(), &name, version)?;
         let form = Multipart::from_request(req, state).await?;
         let parts = multipart::read(form).await?;
-        let results = multipart::classify(state, &name, version, &id, parts).await;
+        let results = multipart::classify(state, &name, version, (&id, &corr), parts).await;
         return Ok(Json(multipart::MultiPredictResponse {
             request_id: id.0,
             results,
@@ -155,7 +157,7 @@ async fn predict(
     let body = Bytes::from_request(req, state).await?;
     check_content_type(&headers)?;
     let name = model_name(name)?;
-    let (body, timings) = classify_one(state, &name, version, &id, body).await?;
+    let (body, timings) = classify_one(state, &name, version, (&id, &corr), body).await?;
     let mut response = Json(body).into_response();
     timing_headers(response.headers_mut(), &timings);
     Ok(response)
@@ -166,14 +168,14 @@ pub(crate) async fn classify_one(
     state: &AppState,
     name: &ModelName,
     version: Option<&str>,
-    id: &RequestId,
+    (id, corr): (&RequestId, &CorrelationId),
     image: Bytes,
 ) -> Result<(PredictResponse, Timings), ApiError> {
     let infer = state.infer();
     let before = deployment(infer, name, version)?;
     let c = infer.classify(name, image.clone(), None).await?;
     check_version(name, &c.version, version)?;
-    let queued = crate::review::record_prediction(state, &id.0, &c, Some(&image)).await?;
+    let queued = crate::review::record_prediction(state, &id.0, corr, &c, Some(&image)).await?;
     // The labels of the version that answered: normally the one looked up before, unless
     // a swap happened while the request ran.
     let d = if c.version == *before.version() {

@@ -27,7 +27,7 @@ use vigil_runtime::{Classified, Timings};
 
 use crate::routes::predict::timing_headers;
 use crate::routes::{check_version, deployment, model_name};
-use crate::{ApiError, AppState, RequestId};
+use crate::{ApiError, AppState, CorrelationId, RequestId};
 
 /// The binary tensor extension's header: the length of the JSON part of the body.
 const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
@@ -111,10 +111,11 @@ pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(id): Extension<RequestId>,
+    Extension(corr): Extension<CorrelationId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run_infer(&state, &name, None, &id, &headers, body?).await
+    run_infer(&state, &name, None, (&id, &corr), &headers, body?).await
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`
@@ -122,10 +123,11 @@ pub async fn infer_versioned(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     Extension(id): Extension<RequestId>,
+    Extension(corr): Extension<CorrelationId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run_infer(&state, &name, Some(&version), &id, &headers, body?).await
+    run_infer(&state, &name, Some(&version), (&id, &corr), &headers, body?).await
 }
 
 /// Parses the request, runs it, and shapes the outputs asked for.
@@ -133,7 +135,7 @@ async fn run_infer(
     state: &AppState,
     name: &str,
     version: Option<&str>,
-    id: &RequestId,
+    (id, corr): (&RequestId, &CorrelationId),
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -178,22 +180,13 @@ async fn run_infer(
         )));
     }
     drop(d);
-    let data = InputData::of(&input, binary)?;
-    let (version_served, outputs, timings) = match input.datatype.as_str() {
-        "FP32" => {
-            let batch = fp32_batch(&input.shape, data)?;
+    let (version_served, outputs, timings) = match decode_input(&input, binary)? {
+        Decoded::Tensor(batch) => {
             let c = infer.classify_tensor(&name, batch, None).await?;
-            crate::review::record_prediction(state, &id.0, &c, None).await?;
+            crate::review::record_prediction(state, &id.0, corr, &c, None).await?;
             (c.version, c.outputs, c.timings)
         }
-        "BYTES" => classify_images(state, &name, id, &input.shape, data).await?,
-        other => {
-            return Err(ApiError::invalid(format!(
-                "input {:?} has datatype {other:?}; FP32 (a tensor) or BYTES (encoded \
-                 images) is accepted",
-                input.name
-            )));
-        }
+        Decoded::Images(images) => classify_images(state, &name, (id, corr), images).await?,
     };
     check_version(&name, &version_served, version)?;
     respond(
@@ -207,6 +200,46 @@ async fn run_infer(
         &wanted,
         &timings,
     )
+}
+
+/// An input's values once every size the client declared has been checked against the bytes
+/// it sent: an FP32 tensor, or encoded images.
+#[derive(Debug)]
+pub enum Decoded {
+    /// `FP32`: laid out as the model input (the runtime checks the shape against the model).
+    Tensor(Batch),
+    /// `BYTES`: encoded images, each run through the bundle's preprocessing.
+    Images(Vec<Bytes>),
+}
+
+/// Parses an infer request body (JSON, or JSON and binary through the extension, as
+/// `headers` say) down to its single input's values, with no model at hand: the whole of what
+/// the server reads from an infer request before any model sees it. Every refusal is a 4xx
+/// [`ApiError`]. The fuzz target `v2_request` drives it.
+pub fn parse_body(headers: &HeaderMap, body: Bytes) -> Result<Decoded, ApiError> {
+    let (req, binary) = split_body(headers, body)?;
+    let [input]: [InferInputRequest; 1] = req.inputs.try_into().map_err(|v: Vec<_>| {
+        ApiError::invalid(format!("expected exactly one input, got {}", v.len()))
+    })?;
+    decode_input(&input, binary)
+}
+
+/// One input's values, by its datatype.
+fn decode_input(input: &InferInputRequest, binary: Bytes) -> Result<Decoded, ApiError> {
+    let data = InputData::of(input, binary)?;
+    match input.datatype.as_str() {
+        "FP32" => Ok(Decoded::Tensor(fp32_batch(
+            &input.name,
+            &input.shape,
+            data,
+        )?)),
+        "BYTES" => Ok(Decoded::Images(encoded_images(&input.shape, data)?)),
+        other => Err(ApiError::invalid(format!(
+            "input {:?} has datatype {other:?}; FP32 (a tensor) or BYTES (encoded images) is \
+             accepted",
+            input.name
+        ))),
+    }
 }
 
 /// The JSON request and the binary part after it (empty without the extension).
@@ -275,7 +308,12 @@ impl<'a> InputData<'a> {
 }
 
 /// An FP32 tensor of `shape`; the runtime checks the shape against the model.
-fn fp32_batch(shape: &[i64], data: InputData<'_>) -> Result<Batch, ApiError> {
+///
+/// Every size the client declared is checked against the bytes it actually sent before
+/// anything proportional to it is allocated: a shape of 2^26 images with a few bytes of data
+/// used to reserve gigabytes and abort the process. Values must be finite (a NaN or an
+/// infinity is the client's error, named with the input).
+fn fp32_batch(input: &str, shape: &[i64], data: InputData<'_>) -> Result<Batch, ApiError> {
     let dims: [usize; 4] = shape
         .iter()
         .map(|&d| usize::try_from(d).ok())
@@ -283,38 +321,62 @@ fn fp32_batch(shape: &[i64], data: InputData<'_>) -> Result<Batch, ApiError> {
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| {
             ApiError::invalid(format!(
-                "FP32 input shape {shape:?} must be 4 non-negative dimensions, as the model's"
+                "FP32 input {input:?}: shape {shape:?} must be 4 non-negative dimensions, as \
+                 the model's"
             ))
         })?;
-    let declared: usize = dims.iter().product();
-    let values = match data {
-        InputData::Json(v) => {
-            let mut out = Vec::with_capacity(declared);
-            flatten(v, &mut out)?;
-            out
+    let declared = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "FP32 input {input:?}: shape {shape:?} holds no values or more than can be \
+                 addressed"
+            ))
+        })?;
+    let sent = match &data {
+        InputData::Json(v) => count_leaves(v),
+        InputData::Binary(b) if b.len() % 4 != 0 => {
+            return Err(ApiError::invalid(format!(
+                "FP32 input {input:?}: {} binary bytes are not whole FP32 values",
+                b.len()
+            )));
         }
-        InputData::Binary(b) => {
-            if b.len() % 4 != 0 {
-                return Err(ApiError::invalid(format!(
-                    "{} binary bytes are not whole FP32 values",
-                    b.len()
-                )));
-            }
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        }
+        InputData::Binary(b) => b.len() / 4,
     };
-    if values.len() != declared || declared == 0 {
+    if sent != declared {
         return Err(ApiError::invalid(format!(
-            "input shape {shape:?} holds {declared} values, but {} were sent",
-            values.len()
+            "FP32 input {input:?}: shape {shape:?} holds {declared} values, but {sent} were sent"
+        )));
+    }
+    let mut values = Vec::with_capacity(declared);
+    match data {
+        InputData::Json(v) => flatten(v, &mut values)?,
+        InputData::Binary(b) => values.extend(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::invalid(format!(
+            "FP32 input {input:?}: value {i} is {}; only finite numbers are accepted",
+            values[i]
         )));
     }
     Ok(Batch {
         shape: dims,
         data: values,
     })
+}
+
+/// How many values a flat or nested JSON array holds (anything not an array counts as one,
+/// and [`flatten`] refuses what is not a number).
+fn count_leaves(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(items) => items.iter().map(count_leaves).sum(),
+        _ => 1,
+    }
 }
 
 /// Collects the numbers of a flat or nested JSON array, in order.
@@ -325,7 +387,8 @@ fn flatten(v: &serde_json::Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
             let x = n
                 .as_f64()
                 .ok_or_else(|| ApiError::invalid(format!("{n} is not an FP32 value")))?;
-            // Narrowing to f32 is what FP32 means.
+            // Narrowing to f32 is what FP32 means (a number beyond its range becomes an
+            // infinity, which the caller refuses).
             #[allow(clippy::cast_possible_truncation)]
             out.push(x as f32);
             Ok(())
@@ -377,11 +440,9 @@ fn encoded_images(shape: &[i64], data: InputData<'_>) -> Result<Vec<Bytes>, ApiE
 async fn classify_images(
     state: &AppState,
     name: &ModelName,
-    id: &RequestId,
-    shape: &[i64],
-    data: InputData<'_>,
+    (id, corr): (&RequestId, &CorrelationId),
+    images: Vec<Bytes>,
 ) -> Result<(ModelVersion, Outputs, Timings), ApiError> {
-    let images = encoded_images(shape, data)?;
     let many = images.len() > 1;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, img) in images.into_iter().enumerate() {
@@ -407,7 +468,7 @@ async fn classify_images(
         } else {
             id.0.clone()
         };
-        crate::review::record_prediction(state, &image_id, c, Some(img)).await?;
+        crate::review::record_prediction(state, &image_id, corr, c, Some(img)).await?;
     }
     let done: Vec<(usize, Classified)> = done.into_iter().map(|(i, _, c)| (i, c)).collect();
     let version = done
@@ -524,6 +585,61 @@ mod tests {
         assert_eq!(a, vec![1.0, 2.0, 3.5, 4.0]);
         let mut b = Vec::new();
         assert!(flatten(&serde_json::json!(["x"]), &mut b).is_err());
+    }
+
+    fn binary(values: &[f32]) -> Bytes {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn declared_sizes_are_checked_against_the_bytes_sent_before_allocating() {
+        // A shape of 2^26 images with 16 bytes of data used to reserve 4 TiB and abort.
+        let few = binary(&[0.0; 4]);
+        let err = fp32_batch(
+            "x",
+            &[67_108_864, 1, 128, 128],
+            InputData::Binary(few.clone()),
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert!(err.to_string().contains("but 4 were sent"), "{err}");
+        let json = serde_json::json!([1, 2, 3, 4]);
+        let err = fp32_batch("x", &[67_108_864, 1, 128, 128], InputData::Json(&json)).unwrap_err();
+        assert!(err.to_string().contains("but 4 were sent"), "{err}");
+        // A shape whose product overflows is refused, not wrapped or panicked on.
+        let err = fp32_batch(
+            "x",
+            &[i64::MAX, i64::MAX, 2, 2],
+            InputData::Binary(few.clone()),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("more than can be addressed"),
+            "{err}"
+        );
+        let ok = fp32_batch("x", &[1, 1, 2, 2], InputData::Binary(few)).expect("fits");
+        assert_eq!((ok.shape, ok.data.len()), ([1, 1, 2, 2], 4));
+    }
+
+    #[test]
+    fn non_finite_values_are_the_clients_error_and_name_the_input() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err = fp32_batch(
+                "image",
+                &[1, 1, 1, 2],
+                InputData::Binary(binary(&[0.5, bad])),
+            )
+            .unwrap_err();
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("\"image\"") && msg.contains("value 1"),
+                "{msg}"
+            );
+        }
+        // A JSON number beyond f32's range narrows to an infinity: refused too.
+        let json = serde_json::json!([1e39]);
+        assert!(fp32_batch("image", &[1, 1, 1, 1], InputData::Json(&json)).is_err());
     }
 
     #[test]

@@ -237,7 +237,15 @@ async fn serve_with_auth(
     let review = vigil_store::open_review(&opts).await.unwrap();
     let review_state = vigil_server::review::ReviewState::new(
         review.clone(),
-        vigil_server::review::ReviewConfig::default(),
+        // No QA sample: it is drawn from the request id, which is the server's (random), so
+        // the live traffic below would join the queue by chance and the counts be off.
+        vigil_server::review::ReviewConfig {
+            flag: vigil_core::review::FlagPolicy {
+                qa_share: 0.0,
+                ..vigil_core::review::FlagPolicy::default()
+            },
+            ..vigil_server::review::ReviewConfig::default()
+        },
         infer.metrics().registry(),
     )
     .unwrap();
@@ -302,8 +310,7 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
     let base = format!("http://{addr}");
 
     // Some live traffic for the dashboard.
-    // Fixed request ids: the QA sample is drawn from the id, so none of these joins the
-    // queue by chance (with random ids one in a few runs did, and the counts below were off).
+    // The review config has no QA sample, so none of these joins the queue by chance.
     let http = std::sync::Arc::new(vigil_server::app(state.clone()));
     for (i, f) in [
         "RRT-106R_x0000_y0035.png",
@@ -316,7 +323,7 @@ async fn an_inspector_works_the_queue_with_the_keyboard_in_a_real_browser() {
         let png = std::fs::read(testdata().join("weld").join(f)).unwrap();
         let mut req = post("/v1/models/weldnet/predict", "image/png", png);
         req.headers_mut()
-            .insert("x-request-id", format!("live-{i}").parse().unwrap());
+            .insert("x-correlation-id", format!("live-{i}").parse().unwrap());
         let r = send(&http, req).await;
         assert_eq!(r.status(), axum::http::StatusCode::OK);
     }

@@ -72,9 +72,15 @@ fn every_json_log_line_of_a_request_carries_its_id() {
         "both requests logged their answer: {text}"
     );
     for line in during {
+        // Every line carries the server's request id and the client's correlation id.
+        let correlation = line["span"]["correlation_id"].as_str();
+        assert!(
+            correlation == Some("log-test-1") || correlation == Some("log-test-2"),
+            "a line without the correlation id: {line}"
+        );
         let id = line["span"]["request_id"].as_str();
         assert!(
-            id == Some("log-test-1") || id == Some("log-test-2"),
+            id.is_some_and(|id| id.len() == 36),
             "a line without the request id: {line}"
         );
         let in_list = line["spans"]

@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod browser;
 mod common;
+mod connections;
 mod logs;
 mod metrics_format;
 mod multipart;
@@ -32,7 +33,11 @@ async fn predict_on_a_real_tile_answers_with_probabilities_and_the_request_id() 
         .unwrap();
     let r = send(&app, req).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["x-request-id"], "film-7-tile-3");
+    // The id is the server's (a client's x-request-id used to become the log's key); the
+    // client's id comes back as the correlation id.
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(r.headers()["x-correlation-id"], "film-7-tile-3");
     for h in [
         "x-vigil-preprocess-ms",
         "x-vigil-queue-ms",
@@ -43,7 +48,7 @@ async fn predict_on_a_real_tile_answers_with_probabilities_and_the_request_id() 
         assert!(v >= 0.0, "{h}");
     }
     let body = json(r).await;
-    assert_eq!(body["request_id"], "film-7-tile-3");
+    assert_eq!(body["request_id"], id.as_str());
     assert_eq!(body["model"], "weldnet");
     assert_eq!(body["version"], "1");
     let probs = body["probabilities"].as_object().unwrap();
@@ -126,6 +131,7 @@ async fn only_the_deployed_version_is_served_by_version() {
 async fn bad_requests_get_json_errors_with_the_right_status() {
     let limits = HttpLimits {
         max_body_bytes: 64 * 1024,
+        ..HttpLimits::default()
     };
     let (state, app) = served(limits).await;
 
@@ -520,4 +526,66 @@ async fn a_full_server_refuses_with_429_and_retry_after() {
     );
     drop(gate);
     state.infer().shutdown().await;
+}
+
+// One unauthenticated request used to abort the process: an FP32 input declaring
+// [67108864, 1, 128, 128] with a few bytes of data made the server reserve 4 TiB first. A
+// shape whose product overflows panicked in the batch split; NaN gave 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_v2_tensors_are_refused_with_400_and_the_server_keeps_serving() {
+    let (_state, app) = served(HttpLimits::default()).await;
+    let m = manifest("1");
+    let input = m.image_input().name.clone();
+    let uri = "/v2/models/weldnet/infer";
+    let fp32 = |shape: serde_json::Value, values: &[f32]| {
+        let binary: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let header = serde_json::json!({
+            "inputs": [{ "name": input, "shape": shape, "datatype": "FP32",
+                "parameters": { "binary_data_size": binary.len() } }],
+        });
+        binary_request(uri, &header, &binary)
+    };
+    let cases = [
+        (
+            serde_json::json!([67_108_864, 1, 128, 128]),
+            vec![0.0f32; 4],
+            "were sent",
+        ),
+        (
+            serde_json::json!([i64::MAX, i64::MAX, 128, 128]),
+            vec![0.0; 4],
+            "more than can be addressed",
+        ),
+        (
+            serde_json::json!([1, 1, 1, 2]),
+            vec![0.5, f32::NAN],
+            "finite",
+        ),
+        (
+            serde_json::json!([1, 1, 1, 1]),
+            vec![f32::INFINITY],
+            "finite",
+        ),
+    ];
+    for (shape, values, says) in cases {
+        let r = send(&app, fp32(shape.clone(), &values)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{shape}");
+        let body = json(r).await;
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains(says) && msg.contains(&input), "{shape}: {msg}");
+    }
+    // The same through JSON data.
+    let header = serde_json::json!({
+        "inputs": [{ "name": input, "shape": [67_108_864, 1, 128, 128], "datatype": "FP32",
+            "data": [1, 2, 3] }],
+    });
+    let r = send(&app, post(uri, "application/json", header.to_string())).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Still serving.
+    let r = send(
+        &app,
+        post("/v1/models/weldnet/predict", "image/png", tile()),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
 }

@@ -75,15 +75,16 @@ async fn two_real_tiles_in_one_request_give_two_results_in_order() {
     ] {
         let r = send(&app, form_request(uri, body.clone())).await;
         assert_eq!(r.status(), StatusCode::OK, "{uri}");
-        assert_eq!(r.headers()["x-request-id"], "strip-9");
+        assert_eq!(r.headers()["x-correlation-id"], "strip-9");
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
         let answer = json(r).await;
-        assert_eq!(answer["request_id"], "strip-9");
+        assert_eq!(answer["request_id"], id.as_str());
         let results = answer["results"].as_array().unwrap();
         assert_eq!(results.len(), 2, "{answer}");
         for (i, (result, image)) in results.iter().zip([&a, &b]).enumerate() {
             let alone = single(&app, image.clone()).await;
             // Each part is its own prediction in the log: `<request id>.<part>`.
-            assert_eq!(result["request_id"], format!("strip-9.{i}"));
+            assert_eq!(result["request_id"], format!("{id}.{i}"));
             assert_eq!(result["model"], "weldnet");
             assert_eq!(result["version"], "1");
             assert_eq!(result["label"], alone["label"], "{result} vs {alone}");
@@ -173,6 +174,7 @@ async fn a_broken_part_gets_its_own_error_and_the_others_succeed() {
 async fn too_many_parts_an_oversized_form_and_malformed_forms_are_refused() {
     let limits = HttpLimits {
         max_body_bytes: 256 * 1024,
+        ..HttpLimits::default()
     };
     let (state, app) = served(limits).await;
     let uri = "/v1/models/weldnet/predict";
@@ -183,9 +185,10 @@ async fn too_many_parts_an_oversized_form_and_malformed_forms_are_refused() {
         .collect();
     let r = send(&app, form_request(uri, form(&parts))).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = json(r).await;
     assert_eq!(body["kind"], "invalid");
-    assert_eq!(body["request_id"], "strip-9");
+    assert_eq!(body["request_id"], id.as_str());
     assert!(
         body["error"]
             .as_str()

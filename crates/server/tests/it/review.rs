@@ -125,6 +125,7 @@ async fn flagged_predictions_are_reviewed_and_measured() {
     let dir = tempfile::tempdir().unwrap();
     let (state, app) = reviewing(dir.path(), 1.0, SecondOpinion::Never).await;
     let mut predicted = Vec::new();
+    let mut ids = Vec::new();
     for i in 0..4 {
         let body = predict(&app, &format!("tile-{i}")).await;
         let review: Vec<&str> = body["review"]
@@ -135,6 +136,7 @@ async fn flagged_predictions_are_reviewed_and_measured() {
             .collect();
         assert!(review.contains(&"qa_sample"), "{body}");
         predicted.push(body["label"].as_str().unwrap().to_owned());
+        ids.push(body["request_id"].as_str().unwrap().to_owned());
     }
     let q = queue_of(&app, 4).await;
     assert_eq!(q["summary"]["by_state"]["open"], 4);
@@ -219,8 +221,13 @@ async fn flagged_predictions_are_reviewed_and_measured() {
         )
     };
     assert_eq!(send(&app, fb("no-such", &label)).await.status(), 404);
-    assert_eq!(send(&app, fb("tile-3", "rust")).await.status(), 400);
-    let r = send(&app, fb("tile-3", &predicted[3])).await;
+    assert_eq!(
+        send(&app, fb("tile-3", &label)).await.status(),
+        404,
+        "the client's id"
+    );
+    assert_eq!(send(&app, fb(&ids[3], "rust")).await.status(), 400);
+    let r = send(&app, fb(&ids[3], &predicted[3])).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let outcome = json(r).await;
     assert_eq!(outcome["verdict"]["source"], "feedback");
@@ -260,9 +267,13 @@ async fn feedback_reaches_predictions_that_were_never_queued() {
     let dir = tempfile::tempdir().unwrap();
     let (state, app) = reviewing(dir.path(), 0.0, SecondOpinion::Never).await;
     let body = predict(&app, "unflagged-1").await;
+    // Feedback joins by the server's id, from the answer (the client's own id is only its
+    // correlation id).
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    assert_ne!(id, "unflagged-1");
     // The prediction is logged within the flush interval.
     for _ in 0..100 {
-        if send(&app, get("/v1/predictions/unflagged-1"))
+        if send(&app, get(&format!("/v1/predictions/{id}")))
             .await
             .status()
             == StatusCode::OK
@@ -280,7 +291,7 @@ async fn feedback_reaches_predictions_that_were_never_queued() {
         &app,
         post_json(
             "/v1/feedback",
-            serde_json::json!({"request_id": "unflagged-1", "label": body["label"],
+            serde_json::json!({"request_id": id, "label": body["label"],
                 "inspector": "line-mes", "comment": "radiographic film re-read"}),
         ),
     )

@@ -2,10 +2,13 @@
 //! same `vigil.db` and through the same write protocol (`BEGIN IMMEDIATE`, busy timeout) as
 //! the registry, so the registry and the monitor writer never fail on each other's locks.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use vigil_core::audit::format_time;
 use vigil_core::monitor::{ImageStats, PredictionRecord};
+use vigil_core::review::ProbabilityMass;
 
 use super::{SqliteRegistry, parse_time};
 use crate::{
@@ -17,7 +20,7 @@ use crate::{
 /// milliseconds, not seconds, for the lock.
 const DELETE_CHUNK: i64 = 10_000;
 
-/// Rows per `INSERT` statement in a batch: 18 parameters each, well under SQLite's limit of
+/// Rows per `INSERT` statement in a batch: 19 parameters each, well under SQLite's limit of
 /// 32,766, and few enough statements that the per-statement round trip to the driver's
 /// thread stops mattering.
 const ROWS_PER_INSERT: usize = 64;
@@ -27,7 +30,7 @@ const TEXT_MAX: &str = "~";
 
 const PREDICTION_COLUMNS: &str = "request_id, at, model, version, bundle, source, label, \
      confidence, probabilities, flags, stats, embedding, ood_distance, preprocess_us, \
-     queue_us, inference_us, total_us";
+     queue_us, inference_us, total_us, correlation_id";
 
 /// A record turned into column values, checked before the transaction starts.
 struct Encoded<'a> {
@@ -178,6 +181,7 @@ struct PredictionRow {
     queue_us: i64,
     inference_us: i64,
     total_us: i64,
+    correlation_id: Option<String>,
 }
 
 impl PredictionRow {
@@ -228,6 +232,7 @@ impl PredictionRow {
             inference_us: unsigned("predictions.inference_us", row, self.inference_us)?,
             total_us: unsigned("predictions.total_us", row, self.total_us)?,
             request_id: self.request_id,
+            correlation_id: self.correlation_id,
         })
     }
 }
@@ -288,7 +293,7 @@ impl MonitorStore for SqliteRegistry {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO predictions (request_id, at, at_ms, model, version, bundle, source, \
                  label, confidence, probabilities, flags, stats, embedding, ood_distance, \
-                 preprocess_us, queue_us, inference_us, total_us) ",
+                 preprocess_us, queue_us, inference_us, total_us, correlation_id) ",
             );
             insert.push_values(chunk, |mut b, e| {
                 let r = e.r;
@@ -309,7 +314,8 @@ impl MonitorStore for SqliteRegistry {
                     .push_bind(e.us[0])
                     .push_bind(e.us[1])
                     .push_bind(e.us[2])
-                    .push_bind(e.us[3]);
+                    .push_bind(e.us[3])
+                    .push_bind(r.correlation_id.as_deref());
             });
             // Rows conflict one by one, also with earlier rows of the same statement.
             insert.push(" ON CONFLICT (request_id) DO NOTHING");
@@ -357,6 +363,63 @@ impl MonitorStore for SqliteRegistry {
         .await
         .map_err(self.db("reading predictions"))?;
         rows.into_iter().map(PredictionRow::decode).collect()
+    }
+
+    async fn probability_mass(
+        &self,
+        model: &str,
+        since: DateTime<Utc>,
+        labels: usize,
+    ) -> Result<BTreeMap<String, Vec<ProbabilityMass>>> {
+        let (since_ms, since) = lower(Some(since));
+        // Per row: the sum of its probabilities (negatives count as 0) and whether any is
+        // null (a NaN as JSON stores it); then per version, predicted label and position,
+        // the sum of the normalised probabilities and the number of rows.
+        let rows: Vec<(String, String, i64, f64, i64)> = sqlx::query_as(
+            "WITH p AS ( \
+                 SELECT id, version, label, probabilities FROM predictions \
+                 WHERE model = ?1 AND at_ms >= ?2 AND at >= ?3 \
+                 AND json_array_length(probabilities) = ?4), \
+             t AS ( \
+                 SELECT p.id, SUM(MAX(j.value, 0.0)) AS total, \
+                        SUM(j.value IS NULL) AS bad \
+                 FROM p, json_each(p.probabilities) AS j GROUP BY p.id) \
+             SELECT p.version, p.label, CAST(j.key AS INTEGER), \
+                    SUM(MAX(j.value, 0.0) / t.total), COUNT(*) \
+             FROM p JOIN t ON t.id = p.id, json_each(p.probabilities) AS j \
+             WHERE t.total > 0 AND t.bad = 0 \
+             GROUP BY p.version, p.label, CAST(j.key AS INTEGER)",
+        )
+        .bind(model)
+        .bind(since_ms)
+        .bind(since)
+        .bind(i64::try_from(labels).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db("aggregating prediction probabilities"))?;
+        let mut out: BTreeMap<String, Vec<ProbabilityMass>> = BTreeMap::new();
+        for (version, predicted, key, mass, count) in rows {
+            let Ok(key) = usize::try_from(key) else {
+                continue;
+            };
+            if key >= labels {
+                continue;
+            }
+            let masses = out.entry(version).or_default();
+            let i = match masses.iter().position(|m| m.predicted == predicted) {
+                Some(i) => i,
+                None => {
+                    masses.push(ProbabilityMass {
+                        predicted,
+                        count: u64::try_from(count).unwrap_or(0),
+                        mass: vec![0.0; labels],
+                    });
+                    masses.len() - 1
+                }
+            };
+            masses[i].mass[key] = mass;
+        }
+        Ok(out)
     }
 
     async fn count_predictions(&self, model: Option<&str>) -> Result<u64> {

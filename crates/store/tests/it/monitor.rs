@@ -27,6 +27,7 @@ fn t0() -> DateTime<Utc> {
 fn record(id: &str, model: &str, at: DateTime<Utc>) -> PredictionRecord {
     PredictionRecord {
         request_id: id.to_owned(),
+        correlation_id: Some(format!("client {id}")),
         at,
         model: model.to_owned(),
         version: "1.2".to_owned(),
@@ -619,4 +620,114 @@ async fn append_throughput() {
         took.as_secs_f64() * 1e3,
         slowest.as_secs_f64() * 1e3
     );
+}
+
+// A full disk used to leave the prediction log stuck for good, even once space was freed.
+// `store.max_size` fills the database the way a full disk does (SQLITE_FULL, on the real write
+// path): the write is refused whole, with an error that says what to do, and the next write
+// after retention frees space succeeds without reopening anything.
+#[tokio::test]
+async fn a_full_database_refuses_writes_clearly_and_recovers_when_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vigil_store::open_monitor(&OpenOptions {
+        max_size: Some(1 << 20),
+        ..OpenOptions::new(dir.path())
+    })
+    .await
+    .unwrap();
+    let batch = |n: usize, at: DateTime<Utc>| -> Vec<PredictionRecord> {
+        (0..64)
+            .map(|i| {
+                let mut r = record(&format!("b{n}-{i}"), "weldnet", at);
+                r.embedding = Some(vec![0.25; 512]);
+                r
+            })
+            .collect()
+    };
+    let mut full = None;
+    for n in 0..1000 {
+        match store.append_predictions(&batch(n, t0())).await {
+            Ok(_) => {}
+            Err(e) => {
+                full = Some((n, e));
+                break;
+            }
+        }
+    }
+    let (n, err) = full.expect("a 1 MiB database never filled");
+    assert!(matches!(err, Error::Full { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("store.max_size"), "{err}");
+    // The refused batch left nothing behind: whole batches only.
+    let count = store.count_predictions(Some("weldnet")).await.unwrap();
+    assert_eq!(count, (n * 64) as u64);
+    // Still full: the same clear error, not a stuck connection.
+    let again = store.append_predictions(&batch(n, t0())).await.unwrap_err();
+    assert!(matches!(again, Error::Full { .. }), "{again:?}");
+    // Retention frees space; the very next write succeeds, without reopening anything.
+    let deleted = store
+        .delete_predictions_before(t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(deleted, count);
+    let later = t0() + Duration::seconds(2);
+    let out = store.append_predictions(&batch(n, later)).await.unwrap();
+    assert_eq!(out.inserted, 64);
+}
+
+// The review gauges used to load up to 100,000 prediction rows every refresh to estimate
+// performance (RSS climbed from 67 to 420 MB under load); the database now sums them.
+#[tokio::test]
+async fn probability_mass_is_summed_in_the_database_and_gives_the_rows_estimate() {
+    use vigil_core::review::{estimate, estimate_from};
+    let dir = tempfile::tempdir().unwrap();
+    let store = monitor(&dir).await;
+    let labels: Vec<String> = ["ok", "crack", "pore"].map(String::from).to_vec();
+    let rows: Vec<(&str, usize, Vec<f32>)> = vec![
+        ("1", 0, vec![0.7, 0.2, 0.1]),
+        ("1", 0, vec![0.5, 0.25, 0.25]),
+        ("1", 1, vec![0.1, 0.8, 0.1]),
+        ("1", 2, vec![0.2, 0.2, 0.6]),
+        ("1", 1, vec![f32::NAN, 0.5, 0.5]),
+        ("1", 1, vec![0.5, 0.5]),
+        ("2", 2, vec![0.05, 0.05, 0.9]),
+    ];
+    let records: Vec<PredictionRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (version, label, p))| {
+            let mut r = bare(
+                &format!("m{i}"),
+                "weldnet",
+                t0() + Duration::seconds(i as i64),
+            );
+            r.version = (*version).to_owned();
+            r.label = labels[*label].clone();
+            r.probabilities = p.clone();
+            r
+        })
+        .collect();
+    // Too old: outside the window.
+    let mut old = bare("old", "weldnet", t0() - Duration::days(1));
+    old.version = "1".into();
+    old.label = "ok".into();
+    old.probabilities = vec![1.0, 0.0, 0.0];
+    store.append_predictions(&records).await.unwrap();
+    store.append_predictions(&[old]).await.unwrap();
+
+    let by_version = store.probability_mass("weldnet", t0(), 3).await.unwrap();
+    assert_eq!(by_version.len(), 2);
+    for version in ["1", "2"] {
+        let from_rows = estimate(
+            &labels,
+            rows.iter()
+                .filter(|(v, _, _)| *v == version)
+                .map(|(_, l, p)| (*l, p.as_slice())),
+        );
+        let from_db = estimate_from(&labels, &by_version[version]);
+        assert_eq!(from_db.predictions, from_rows.predictions, "{version}");
+        let (a, b) = (from_rows.accuracy.unwrap(), from_db.accuracy.unwrap());
+        assert!((a - b).abs() < 1e-6, "{version}: {a} vs {b}");
+    }
+    assert_eq!(estimate_from(&labels, &by_version["1"]).predictions, 4);
 }

@@ -82,6 +82,7 @@ fn queued(request_id: &str, inspector: &str, label: &str, token: &str) -> NewVer
 fn prediction(id: &str, at: DateTime<Utc>) -> PredictionRecord {
     PredictionRecord {
         request_id: id.to_owned(),
+        correlation_id: Some(format!("client-{id}")),
         at,
         model: "weldnet".to_owned(),
         version: "1.0".to_owned(),

@@ -39,11 +39,13 @@ impl Default for Limits {
     }
 }
 
-/// Peak memory of preprocessing one image, per pixel of the decoded image: the decoded
-/// samples, their f32 planes, the overlapping tiles cut from them and the tensors made of
-/// those. Measured as the peak RSS growth of `vigil serve` decoding a 9999 x 9999 16-bit PNG
-/// with the weld bundle's pipeline (2.36 GB for 100 MP, issue 19), rounded up.
-pub const PEAK_BYTES_PER_PIXEL: u64 = 24;
+/// Peak memory of preprocessing one image, per sample (pixel x channel) of the decoded image:
+/// the decoded samples, their f32 planes and what the steps make of them. Measured as the
+/// peak RSS growth of `vigil serve` (release, the shipped weld bundle) answering one grey PNG:
+/// 8.2 bytes per pixel at 9999 x 9999 16-bit, 8.4 at 5400 x 5400 16-bit, 8.0 at a 4830 x 2013
+/// 8-bit film; rounded up. Colour images count each channel (an RGB image decodes to three
+/// planes before it is made grey).
+pub const PEAK_BYTES_PER_SAMPLE: u64 = 9;
 
 /// How many times `max_pixels` the tiles of one image may hold together. Overlapping tiles
 /// repeat pixels: a stride of half the tile size repeats each about 4 times, which a 30 MP
@@ -242,13 +244,15 @@ impl Pipeline {
 
     /// The most memory preprocessing `encoded` may take at its peak, in bytes, estimated from
     /// the image's header alone (nothing of the image's size is allocated): width x height x
-    /// [`PEAK_BYTES_PER_PIXEL`]. An image over [`Limits::max_pixels`] or
+    /// samples per pixel x [`PEAK_BYTES_PER_SAMPLE`]. An image over [`Limits::max_pixels`] or
     /// [`Limits::max_encoded_bytes`] is refused here with [`Error::TooLarge`], one that is not
     /// an image with [`Error::Decode`]. The server reserves this much of its memory budget
     /// before decoding.
     pub fn peak_bytes(&self, encoded: &[u8]) -> Result<u64> {
-        let (w, h) = decode::dimensions(encoded, &self.limits)?;
-        Ok(w.saturating_mul(h).saturating_mul(PEAK_BYTES_PER_PIXEL))
+        let (w, h, c) = decode::dimensions(encoded, &self.limits)?;
+        Ok(w.saturating_mul(h)
+            .saturating_mul(c)
+            .saturating_mul(PEAK_BYTES_PER_SAMPLE))
     }
 
     /// Whether the pipeline has a `tile` step, so that [`Pipeline::run_tiles`] must run it.

@@ -48,10 +48,23 @@ pub(crate) fn start_with(env: &Env, vars: &[(&str, &str)]) -> (Server, String) {
 }
 
 /// Sends SIGTERM (not `Child::kill`, which is SIGKILL) and expects exit code 0.
-pub(crate) fn stop(mut server: Server, env: &Env) {
+pub(crate) fn stop(server: Server, env: &Env) {
+    stop_with(server, env, "TERM");
+}
+
+/// Sends a signal by name (`TERM`, `QUIT`, `HUP`, ...) with `kill`.
+pub(crate) fn signal(server: &Server, name: &str) {
     let pid = server.0.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+/// Sends `signal` and expects the server to exit with code 0 within 30 s.
+pub(crate) fn stop_with(mut server: Server, env: &Env, name: &str) {
+    signal(&server, name);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = server.0.try_wait().unwrap() {

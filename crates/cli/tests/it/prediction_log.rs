@@ -4,7 +4,6 @@
 //! policy answers 503 rather than answer an unlogged prediction; the monitoring API reads
 //! what was logged; retention deletes old rows at start-up.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,9 @@ use chrono::Utc;
 use vigil_core::monitor::PredictionRecord;
 
 use crate::common::*;
-use crate::http::{get, request, serve_log, start_ready, start_with, stop, try_request};
+use crate::http::{
+    get, request, serve_log, signal, start_ready, start_with, stop, stop_with, try_request,
+};
 
 /// What the monitoring API says of the served bundle's reference profile.
 fn reference(addr: &str) -> serde_json::Value {
@@ -297,14 +298,7 @@ fn sighup_is_ignored_and_sigquit_drains_every_answered_prediction() {
     let env = Env::new();
     let (mut server, addr) = start_ready(&env, &[]);
     let mut answers = send(&addr, "hup", 60, 4);
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&server, "HUP");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         server.0.try_wait().unwrap().is_none(),
@@ -312,22 +306,7 @@ fn sighup_is_ignored_and_sigquit_drains_every_answered_prediction() {
         serve_log(&env)
     );
     answers.extend(send(&addr, "after-hup", 60, 4));
-    assert!(
-        Command::new("kill")
-            .args(["-QUIT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "SIGQUIT did not stop the server");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0), "{}", serve_log(&env));
+    stop_with(server, &env, "QUIT");
     let log = serve_log(&env);
     assert!(log.contains("SIGHUP received and ignored"), "{log}");
     let store = Store::open(&env);

@@ -28,11 +28,11 @@ impl Depth {
     }
 }
 
-/// Width and height from the image's header alone (nothing of the image's size is
-/// allocated), refused when larger than `limits` allow.
-pub(super) fn dimensions(bytes: &[u8], limits: &Limits) -> Result<(u64, u64)> {
+/// Width, height and samples per pixel (alpha included) from the image's header alone
+/// (nothing of the image's size is allocated), refused when larger than `limits` allow.
+pub(super) fn dimensions(bytes: &[u8], limits: &Limits) -> Result<(u64, u64, u64)> {
     check_encoded(bytes, limits)?;
-    let (w, h) = if dicom::is_dicom(bytes) {
+    let (w, h, c) = if dicom::is_dicom(bytes) {
         dicom::dimensions(bytes)?
     } else {
         let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
@@ -41,13 +41,16 @@ pub(super) fn dimensions(bytes: &[u8], limits: &Limits) -> Result<(u64, u64)> {
         if reader.format().is_none() {
             return Err(unknown_format());
         }
-        reader
-            .into_dimensions()
-            .map_err(|e| Error::Decode(e.to_string()))?
+        let decoder = reader
+            .into_decoder()
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        let (w, h) = image::ImageDecoder::dimensions(&decoder);
+        let c = image::ImageDecoder::color_type(&decoder).channel_count();
+        (w, h, u32::from(c))
     };
     let (w, h) = (u64::from(w), u64::from(h));
     check_pixels(w, h, limits)?;
-    Ok((w, h))
+    Ok((w, h, u64::from(c.max(1))))
 }
 
 fn check_encoded(bytes: &[u8], limits: &Limits) -> Result<()> {

@@ -35,8 +35,15 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE..PREAMBLE + 4) == Some(b"DICM".as_slice())
 }
 
-/// Columns and rows from a DICOM file's header alone.
-pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+/// Columns, rows and samples per pixel from a DICOM file's header alone.
+pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32, u32)> {
+    let format = header(bytes)?;
+    Ok((format.columns, format.rows, format.samples))
+}
+
+/// The transfer syntax checked and the pixel format read, from the header alone: nothing of
+/// the image's size is read or allocated.
+fn header(bytes: &[u8]) -> Result<PixelFormat> {
     let meta = FileMetaTable::from_reader(&bytes[PREAMBLE..]).map_err(|e| {
         Error::Decode(format!(
             "invalid DICOM file meta information: {}",
@@ -44,26 +51,15 @@ pub(super) fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
         ))
     })?;
     check_transfer_syntax(meta.transfer_syntax())?;
-    let header = open(bytes, Until::BeforePixelData)?;
-    let format = PixelFormat::read(&header)?;
-    Ok((format.columns, format.rows))
+    PixelFormat::read(&open(bytes, Until::BeforePixelData)?)
 }
 
 /// Decodes the first frame of a DICOM file (the caller has checked the encoded size), with
 /// its BitsStored.
 pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, u8)> {
-    let meta = FileMetaTable::from_reader(&bytes[PREAMBLE..]).map_err(|e| {
-        Error::Decode(format!(
-            "invalid DICOM file meta information: {}",
-            chain(&e)
-        ))
-    })?;
-    check_transfer_syntax(meta.transfer_syntax())?;
     // The header alone first: the size limit is checked against Rows x Columns before the
     // pixel data is read or anything of the image's size is allocated.
-    let header = open(bytes, Until::BeforePixelData)?;
-    let format = PixelFormat::read(&header)?;
-    drop(header);
+    let format = header(bytes)?;
     check_pixels(u64::from(format.columns), u64::from(format.rows), limits)?;
     let object = open(bytes, Until::PixelData)?;
     let data = pixel_data(&object)?;

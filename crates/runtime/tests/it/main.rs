@@ -656,7 +656,7 @@ async fn an_image_reserves_its_memory_before_decoding_and_is_refused_when_it_can
         .unwrap();
     assert_eq!(
         peak,
-        128 * 128 * vigil_engine::preprocess::PEAK_BYTES_PER_PIXEL
+        128 * 128 * vigil_engine::preprocess::PEAK_BYTES_PER_SAMPLE
     );
     let with_budget = |bytes: u64| {
         Infer::new(

@@ -14,13 +14,16 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$root/target/fuzz}"
-cargo build --release --bins >&2
+# With an explicit --target, RUSTFLAGS reach only the fuzzed code, not build scripts and
+# proc macros (which cannot link the coverage hooks), as cargo-fuzz does it.
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --bins --target "$triple" >&2
 summary=()
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   log="$CARGO_TARGET_DIR/$t.log"
   set +e
-  "$CARGO_TARGET_DIR/release/$t" "corpus/$t" -max_total_time="$seconds" -rss_limit_mb=2048 \
+  "$CARGO_TARGET_DIR/$triple/release/$t" "corpus/$t" -max_total_time="$seconds" -rss_limit_mb=2048 \
     -malloc_limit_mb=512 -timeout=10 -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
     >"$log" 2>&1
   rc=$?

@@ -3,7 +3,6 @@
 //! auth on, the token's holder, and it needs the operator role).
 //! The work is [`crate::promote::promote`]; this handler parses and answers.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -54,9 +53,8 @@ pub async fn set_alias(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path((name, alias)): Path<(String, String)>,
-    body: Result<Json<SetAliasRequest>, JsonRejection>,
+    super::ApiJson(req): super::ApiJson<SetAliasRequest>,
 ) -> Result<Json<SetAliasResponse>, ApiError> {
-    let Json(req) = body?;
     let registry = state.registry().cloned().ok_or_else(|| ApiError::Kind {
         kind: ErrorKind::Unavailable,
         message: "this server has no registry, so aliases cannot be moved here; use \

@@ -3,12 +3,13 @@
 //! from the store (`alert_events`), so it survives restarts.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use vigil_core::monitor::alert::{ActiveAlert, Notification};
 use vigil_store::AlertEventRow;
 
 use crate::alerting::DeliveryCounts;
+use crate::routes::ApiQuery;
 use crate::{ApiError, AppState};
 
 /// Query of `GET /v1/alerts`.
@@ -37,7 +38,7 @@ pub struct AlertsResponse {
 /// `GET /v1/alerts`
 pub async fn alerts(
     State(state): State<AppState>,
-    Query(q): Query<AlertsQuery>,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<Json<AlertsResponse>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {

@@ -25,6 +25,50 @@ use vigil_core::auth::Role;
 use crate::auth::Access;
 use crate::{ApiError, AppState, pages};
 
+/// A JSON request body whose refusals are the API's own errors (a JSON `Error` body: 415
+/// without `Content-Type: application/json`, 400 for a body that does not parse or fit),
+/// where axum's `Json` answers in plain text with 415 or 422.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(v)| ApiJson(v))
+            .map_err(ApiError::from)
+    }
+}
+
+/// A query string whose refusals are the API's own errors (a JSON `Error` body, 400), where
+/// axum's `Query` answers in plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|r| ApiError::invalid(r.body_text()))
+    }
+}
+
 /// The HTTP methods the router serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Method {

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vigil_core::monitor::PredictionRecord;
 use vigil_runtime::{DriftWindow, LiveSummary, LiveWindow};
 
+use crate::routes::ApiQuery;
 use crate::routes::{deployment, model_name};
 use crate::{ApiError, AppState};
 
@@ -57,7 +58,7 @@ pub struct MonitoringResponse {
 pub async fn monitoring(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<MonitoringQuery>,
+    ApiQuery(q): ApiQuery<MonitoringQuery>,
 ) -> Result<Json<MonitoringResponse>, ApiError> {
     let name = model_name(&name)?;
     let d = deployment(state.infer(), &name, None)?;
@@ -140,7 +141,7 @@ pub struct DriftResponse {
 pub async fn drift(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<DriftQuery>,
+    ApiQuery(q): ApiQuery<DriftQuery>,
 ) -> Result<Json<DriftResponse>, ApiError> {
     let name = model_name(&name)?;
     let store = store(&state)?;

@@ -7,7 +7,7 @@
 //! verdict with its audit entry in one transaction).
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -22,6 +22,7 @@ use vigil_store::{
 use crate::auth::acting_as;
 use crate::review::{Performance, ReviewState, performance};
 use crate::routes::model_name;
+use crate::routes::{ApiJson, ApiQuery};
 use crate::{ApiError, AppState};
 
 /// Longest inspector name accepted.
@@ -104,7 +105,7 @@ pub struct QueueResponse {
 /// `GET /v1/review/queue`
 pub async fn queue(
     State(state): State<AppState>,
-    Query(q): Query<QueueQuery>,
+    ApiQuery(q): ApiQuery<QueueQuery>,
 ) -> Result<Json<QueueResponse>, ApiError> {
     let r = review(&state)?;
     let states = ItemState::filter(q.state.as_deref().unwrap_or("needs_inspector"))
@@ -210,7 +211,7 @@ pub struct ClaimNextRequest {
 pub async fn claim_next(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    Json(body): Json<ClaimNextRequest>,
+    ApiJson(body): ApiJson<ClaimNextRequest>,
 ) -> Result<Response, ApiError> {
     let r = review(&state)?;
     let who = inspector(caller, body.inspector)?;
@@ -239,7 +240,7 @@ pub async fn claim(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<i64>,
-    Json(body): Json<ClaimRequest>,
+    ApiJson(body): ApiJson<ClaimRequest>,
 ) -> Result<Json<ReviewItem>, ApiError> {
     let r = review(&state)?;
     let who = inspector(caller, body.inspector)?;
@@ -257,7 +258,7 @@ pub struct ReleaseRequest {
 pub async fn release(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    Json(body): Json<ReleaseRequest>,
+    ApiJson(body): ApiJson<ReleaseRequest>,
 ) -> Result<StatusCode, ApiError> {
     let r = review(&state)?;
     item_or_404(r, id).await?;
@@ -282,7 +283,7 @@ pub async fn skip(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<i64>,
-    Json(body): Json<SkipRequest>,
+    ApiJson(body): ApiJson<SkipRequest>,
 ) -> Result<StatusCode, ApiError> {
     let r = review(&state)?;
     let who = inspector(caller, body.inspector)?;
@@ -313,7 +314,7 @@ pub async fn verdict(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<i64>,
-    Json(body): Json<VerdictRequest>,
+    ApiJson(body): ApiJson<VerdictRequest>,
 ) -> Result<Json<VerdictOutcome>, ApiError> {
     let r = review(&state)?;
     let who = inspector(caller, body.inspector)?;
@@ -354,7 +355,7 @@ pub struct FeedbackRequest {
 pub async fn feedback(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    Json(body): Json<FeedbackRequest>,
+    ApiJson(body): ApiJson<FeedbackRequest>,
 ) -> Result<(StatusCode, Json<VerdictOutcome>), ApiError> {
     let r = review(&state)?;
     let who = inspector(caller, body.inspector)?;
@@ -416,7 +417,7 @@ pub struct PerformanceQuery {
 pub async fn model_performance(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<PerformanceQuery>,
+    ApiQuery(q): ApiQuery<PerformanceQuery>,
 ) -> Result<Json<Performance>, ApiError> {
     let name = model_name(&name)?;
     let since: Option<DateTime<Utc>> = match q.window.as_deref() {

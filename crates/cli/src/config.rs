@@ -113,20 +113,20 @@ impl MonitoringSection {
         }
         anyhow::ensure!(
             l.capacity > 0 && l.batch_size > 0,
-            "monitoring.log.capacity and monitoring.log.batch_size must be at least 1"
+            ConfigError::Invalid(
+                "monitoring.log.capacity and monitoring.log.batch_size must be at least 1".into()
+            )
         );
         Ok(Some(vigil_runtime::LogConfig {
             capacity: l.capacity,
             batch_size: l.batch_size,
             flush_interval: l.flush_interval,
-            on_full: l
-                .on_full
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("monitoring.log.on_full: {e}"))?,
-            on_store_error: l
-                .on_store_error
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("monitoring.log.on_store_error: {e}"))?,
+            on_full: l.on_full.parse().map_err(|e: String| {
+                ConfigError::Invalid(format!("monitoring.log.on_full: {e}"))
+            })?,
+            on_store_error: l.on_store_error.parse().map_err(|e: String| {
+                ConfigError::Invalid(format!("monitoring.log.on_store_error: {e}"))
+            })?,
         }))
     }
 }

@@ -117,11 +117,12 @@ pub(crate) fn in_distribution_stream(
     seed: u64,
 ) -> anyhow::Result<(Vec<Observation>, Vec<usize>)> {
     let (w, every) = (reference.drift.window, reference.drift.every.max(1));
-    anyhow::ensure!(
-        pool.len() >= w,
-        "{} images are fewer than one window ({w})",
-        pool.len()
-    );
+    if pool.len() < w {
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Invalid,
+            format!("{} images are fewer than one window ({w})", pool.len()),
+        );
+    }
     let mut rng = SplitMix64::new(seed);
     let stream = block_stream(pool, images, block, &mut rng);
     let ends = (w..=stream.len()).step_by(every).collect();

@@ -176,16 +176,23 @@ pub(crate) fn select(data: &ReferenceData<'_>) -> anyhow::Result<Vec<Input>> {
     for arg in data.inputs {
         let mut found = inputs::collect(std::slice::from_ref(arg))?;
         if let Some(split) = data.split {
-            anyhow::ensure!(
-                arg.to_ascii_lowercase().ends_with(".csv"),
-                "--reference-split needs a CSV manifest with a `split` column; {arg} is not one"
-            );
+            if !arg.to_ascii_lowercase().ends_with(".csv") {
+                return crate::exit::fail(
+                    vigil_core::ErrorKind::Invalid,
+                    format!(
+                        "--reference-split needs a CSV manifest with a `split` column; {arg} is \
+                         not one"
+                    ),
+                );
+            }
             let keep = inputs::split_of(Path::new(arg))?;
             found.retain(|i| keep.get(&i.name).is_some_and(|s| s == split));
-            anyhow::ensure!(
-                !found.is_empty(),
-                "{arg} has no row whose split is {split:?}"
-            );
+            if found.is_empty() {
+                return crate::exit::fail(
+                    vigil_core::ErrorKind::NotFound,
+                    format!("{arg} has no row whose split is {split:?}"),
+                );
+            }
         }
         all.extend(found);
     }

@@ -404,10 +404,14 @@ pub fn write_pulled(files: &vigil_store::BundleFiles, out: &Path) -> anyhow::Res
     b.verify_files()
         .context("the pulled bundle does not verify")?;
     if b.digest() != files.info.digest {
-        anyhow::bail!(
-            "the pulled manifest's digest {} differs from the registry's {}",
-            b.digest(),
-            files.info.digest
+        // The store handed back other bytes than it recorded: damage, not the caller's error.
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Unavailable,
+            format!(
+                "the pulled manifest's digest {} differs from the registry's {}",
+                b.digest(),
+                files.info.digest
+            ),
         );
     }
     if archive {

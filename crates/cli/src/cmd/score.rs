@@ -76,8 +76,10 @@ pub fn run(ctx: &Context, args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let manifest = bundle.manifest().clone();
     let pipeline = Pipeline::new(&manifest, Limits::default());
     if pipeline.tiles() && matches!(manifest.decision, DecisionRule::Argmax { .. }) {
-        anyhow::bail!(
-            "this bundle tiles whole radiographs but decides by argmax; a film's verdict needs a threshold rule naming the defect label"
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Invalid,
+            "this bundle tiles whole radiographs but decides by argmax; a film's verdict needs a \
+             threshold rule naming the defect label",
         );
     }
     if args.heatmap.is_some() && !pipeline.tiles() {

@@ -479,11 +479,15 @@ fn verified(
     verify_bundle(ctx, &bundle, opts)?;
     let text = std::str::from_utf8(&files.manifest_bytes).context("the manifest is not UTF-8")?;
     let digest = Sha256Digest::of(&files.manifest_bytes);
-    anyhow::ensure!(
-        digest == files.info.digest,
-        "the manifest's digest {digest} differs from the registry's {}",
-        files.info.digest
-    );
+    if digest != files.info.digest {
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Unavailable,
+            format!(
+                "the manifest's digest {digest} differs from the registry's {}",
+                files.info.digest
+            ),
+        );
+    }
     Ok(BundleFiles {
         manifest: Manifest::parse(text)?,
         digest,

@@ -96,12 +96,16 @@ pub fn run(ctx: &Context, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         block_length: None,
         alarms_per_10k: None,
     })?;
-    anyhow::ensure!(
-        images.len() >= reference.drift.window,
-        "{} images are fewer than one drift window ({})",
-        images.len(),
-        reference.drift.window
-    );
+    if images.len() < reference.drift.window {
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Invalid,
+            format!(
+                "{} images are fewer than one drift window ({})",
+                images.len(),
+                reference.drift.window
+            ),
+        );
+    }
     let bytes: Vec<Vec<u8>> = images
         .iter()
         .map(|i| std::fs::read(&i.path).with_context(|| format!("cannot read {}", i.name)))

@@ -243,7 +243,12 @@ pub fn run(ctx: &Context, args: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn rayon_pool(n: usize) -> anyhow::Result<()> {
-    anyhow::ensure!(n >= 1, "--threads must be at least 1");
+    if n < 1 {
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Invalid,
+            "--threads must be at least 1",
+        );
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()

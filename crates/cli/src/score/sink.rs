@@ -11,7 +11,7 @@ use std::io::{BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::Serialize;
 
 /// One scored image (or film).
@@ -61,9 +61,12 @@ impl Format {
         } else if name.ends_with(".parquet") {
             Ok(Format::Parquet)
         } else {
-            bail!(
-                "{}: choose the format by extension: .csv, .jsonl or .parquet",
-                path.display()
+            crate::exit::fail(
+                vigil_core::ErrorKind::Invalid,
+                format!(
+                    "{}: choose the format by extension: .csv, .jsonl or .parquet",
+                    path.display()
+                ),
             )
         }
     }
@@ -184,9 +187,13 @@ fn resume_csv(path: &Path, header: &[String]) -> anyhow::Result<HashSet<String>>
     let mut reader = csv::Reader::from_path(path)?;
     let found: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
     if found != header {
-        bail!(
-            "{} was written with other columns (another model or labels?); use a new output or --overwrite",
-            path.display()
+        return crate::exit::fail(
+            vigil_core::ErrorKind::Conflict,
+            format!(
+                "{} was written with other columns (another model or labels?); use a new output \
+                 or --overwrite",
+                path.display()
+            ),
         );
     }
     let error_col = header

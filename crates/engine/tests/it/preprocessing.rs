@@ -509,3 +509,21 @@ fn an_observing_pipeline_measures_the_decoded_image_in_its_own_bit_depth() {
     assert!((a.mean - 120.0 / 255.0).abs() < 1e-6, "{}", a.mean);
     assert!((a.mean - b.mean).abs() < 1e-6 && (a.contrast - b.contrast).abs() < 1e-6);
 }
+
+// Found by the image_decode fuzz target: a 402-byte DICOM file whose (0028,0103) element was
+// mutated to VR UN with a 2 GB length made the DICOM parser allocate and zero-fill 2 GB (1.7 GB
+// RSS, 11 s) before failing. Every declared length is now checked against the file first.
+#[test]
+fn a_dicom_element_longer_than_the_file_is_refused_before_anything_is_allocated() {
+    let bytes = std::fs::read(crate::testdata().join("fuzz/dicom-2gb-element.dcm")).unwrap();
+    let p = pipeline(vec![Step::Decode, Step::Grey, NCHW]);
+    let err = p.peak_bytes(&bytes).unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err}");
+    assert!(err.to_string().contains("remain in the file"), "{err}");
+    let err = p.run(&bytes).unwrap_err();
+    assert!(err.to_string().contains("remain in the file"), "{err}");
+    // The well-formed file it was mutated from still decodes.
+    let good = gradient_dicom();
+    p.run(&good).unwrap();
+    p.peak_bytes(&good).unwrap();
+}

@@ -49,6 +49,8 @@ fn header(bytes: &[u8]) -> Result<PixelFormat> {
 
 /// [`header`], and whether the data set is explicit VR.
 fn header_with_syntax(bytes: &[u8]) -> Result<(PixelFormat, bool)> {
+    // The meta group's own parser allocates declared lengths too.
+    check_lengths(bytes, true, Scope::Meta)?;
     let meta = FileMetaTable::from_reader(&bytes[PREAMBLE..]).map_err(|e| {
         Error::Decode(format!(
             "invalid DICOM file meta information: {}",
@@ -58,7 +60,7 @@ fn header_with_syntax(bytes: &[u8]) -> Result<(PixelFormat, bool)> {
     let ts = meta.transfer_syntax();
     check_transfer_syntax(ts)?;
     let explicit = ts == uids::EXPLICIT_VR_LITTLE_ENDIAN;
-    check_lengths(bytes, explicit, Until::BeforePixelData)?;
+    check_lengths(bytes, explicit, Scope::Header)?;
     Ok((
         PixelFormat::read(&open(bytes, Until::BeforePixelData)?)?,
         explicit,
@@ -70,12 +72,18 @@ fn header_with_syntax(bytes: &[u8]) -> Result<(PixelFormat, bool)> {
 /// it: a 402-byte file declaring a 2 GB element took 1.7 GB and 11 s before failing (found by
 /// the `image_decode` fuzz target). A walk over the element headers of the meta group
 /// (explicit VR) and the data set (`explicit` or implicit VR, little endian), stepping into
-/// sequences and items, checks every length against the bytes that remain, up to the pixel
-/// data element or through it (`until`).
-fn check_lengths(bytes: &[u8], explicit: bool, until: Until) -> Result<()> {
+/// sequences and items, checks every length against the bytes that remain, over `scope`. A
+/// value representation that DICOM does not define is refused too (the parser reads one as a
+/// long unknown element).
+fn check_lengths(bytes: &[u8], explicit: bool, scope: Scope) -> Result<()> {
     // VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length.
     const LONG_VRS: [&[u8; 2]; 13] = [
         b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+    ];
+    // The others, with a 2-byte length.
+    const SHORT_VRS: [&[u8; 2]; 21] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
     ];
     let u16_at = |i: usize| {
         bytes
@@ -93,6 +101,9 @@ fn check_lengths(bytes: &[u8], explicit: bool, until: Until) -> Result<()> {
     while at < bytes.len() {
         let group = u16_at(at).ok_or_else(|| cut(at))?;
         let element = u16_at(at + 2).ok_or_else(|| cut(at))?;
+        if group != 0x0002 && matches!(scope, Scope::Meta) {
+            return Ok(());
+        }
         let (len, header, container) = if group == 0xFFFE {
             // Item and delimiters: no VR, a 4-byte length; an item's content is elements.
             (u32_at(at + 4).ok_or_else(|| cut(at))?, 8, element == 0xE000)
@@ -100,15 +111,21 @@ fn check_lengths(bytes: &[u8], explicit: bool, until: Until) -> Result<()> {
             let vr = bytes.get(at + 4..at + 6).ok_or_else(|| cut(at))?;
             if LONG_VRS.iter().any(|v| v[..] == *vr) {
                 (u32_at(at + 8).ok_or_else(|| cut(at))?, 12, vr == b"SQ")
-            } else {
+            } else if SHORT_VRS.iter().any(|v| v[..] == *vr) {
                 (u32::from(u16_at(at + 6).ok_or_else(|| cut(at))?), 8, false)
+            } else {
+                return Err(Error::Decode(format!(
+                    "DICOM element ({group:04X},{element:04X}) has no valid value \
+                     representation ({:?})",
+                    String::from_utf8_lossy(vr)
+                )));
             }
         } else {
             // Implicit VR: a sequence cannot be told from its header; its items are walked
             // as they come only when its length is undefined.
             (u32_at(at + 4).ok_or_else(|| cut(at))?, 8, false)
         };
-        if (group, element) == (0x7FE0, 0x0010) && matches!(until, Until::BeforePixelData) {
+        if (group, element) == (0x7FE0, 0x0010) && matches!(scope, Scope::Header) {
             return Ok(());
         }
         at += header;
@@ -137,7 +154,7 @@ pub(super) fn decode(bytes: &[u8], limits: &Limits) -> Result<(Planes, u8)> {
     // declared length against the file, since the parser allocates it before reading.
     let (format, explicit) = header_with_syntax(bytes)?;
     check_pixels(u64::from(format.columns), u64::from(format.rows), limits)?;
-    check_lengths(bytes, explicit, Until::PixelData)?;
+    check_lengths(bytes, explicit, Scope::All)?;
     let object = open(bytes, Until::PixelData)?;
     let data = pixel_data(&object)?;
     Ok((format.decode(&data)?, format.bits_stored as u8))
@@ -160,6 +177,17 @@ fn check_transfer_syntax(uid: &str) -> Result<()> {
     Err(Error::Decode(format!(
         "compressed DICOM (transfer syntax {named}) is not supported; export uncompressed (explicit or implicit VR little endian)"
     )))
+}
+
+/// How much of a file [`check_lengths`] walks.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// The file meta information group only.
+    Meta,
+    /// Up to (not into) the pixel data.
+    Header,
+    /// The whole file.
+    All,
 }
 
 /// How far to parse the data set.

@@ -97,11 +97,23 @@ fn check_lengths(bytes: &[u8], explicit: bool, scope: Scope) -> Result<()> {
     };
     let cut =
         |at: usize| Error::Decode(format!("a DICOM element header at byte {at} is cut short"));
-    let mut at = PREAMBLE + 4;
+    let start = PREAMBLE + 4;
+    // The meta group ends where its group length (0002,0000), the first element, says; its
+    // parser reads every element up to there, whatever its group.
+    let meta_end = match (u16_at(start), u16_at(start + 2), u32_at(start + 8)) {
+        (Some(2), Some(0), Some(len)) => start.saturating_add(12).saturating_add(len as usize),
+        _ => start,
+    };
+    let mut at = start;
     while at < bytes.len() {
         let group = u16_at(at).ok_or_else(|| cut(at))?;
         let element = u16_at(at + 2).ok_or_else(|| cut(at))?;
-        if group != 0x0002 && matches!(scope, Scope::Meta) {
+        if at < meta_end && group != 0x0002 {
+            return Err(Error::Decode(format!(
+                "DICOM element ({group:04X},{element:04X}) lies inside the file meta group"
+            )));
+        }
+        if at >= meta_end && matches!(scope, Scope::Meta) {
             return Ok(());
         }
         let (len, header, container) = if group == 0xFFFE {

@@ -516,10 +516,15 @@ fn an_observing_pipeline_measures_the_decoded_image_in_its_own_bit_depth() {
 #[test]
 fn a_dicom_element_longer_than_the_file_is_refused_before_anything_is_allocated() {
     let p = pipeline(vec![Step::Decode, Step::Grey, NCHW]);
-    // The second: a file meta element whose VR the fuzzer garbled, read as a 3.5 GB value.
+    // The second: a file meta element whose VR the fuzzer garbled, read as a 3.5 GB value; the
+    // third: an element of group 000A inside the meta group, which its parser read as well.
     for (file, says) in [
         ("dicom-2gb-element.dcm", "remain in the file"),
         ("dicom-meta-bad-vr.dcm", "no valid value representation"),
+        (
+            "dicom-meta-foreign-element.dcm",
+            "inside the file meta group",
+        ),
     ] {
         let bytes = std::fs::read(crate::testdata().join("fuzz").join(file)).unwrap();
         let err = p.peak_bytes(&bytes).unwrap_err();

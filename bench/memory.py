@@ -10,7 +10,11 @@ and samples the server's RSS every 20 ms:
   - film:  a real weld film from ../shared/data/weld-films (about 10 MP, 8-bit), when present.
 Prints the status codes and the peak RSS of each round. Needs numpy and Pillow.
 
-usage: bench/memory.py [--vigil target/release/vigil] [--concurrency 64]
+With --calibrate the server runs with the memory budget off, one preprocess thread and a
+200 MP limit, and each image is sent alone: the peak RSS growth per decoded sample is what
+vigil_engine::preprocess::PEAK_BYTES_PER_SAMPLE is set from.
+
+usage: bench/memory.py [--vigil target/release/vigil] [--concurrency 64] [--calibrate]
 """
 
 import argparse
@@ -50,10 +54,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vigil", default=os.path.join(ROOT, "target/release/vigil"))
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--calibrate", action="store_true", help="measure bytes per sample, budget off")
     a = p.parse_args()
     work = tempfile.mkdtemp(prefix="vigil-memory-")
     env = dict(os.environ, VIGIL__STORE__DATA_DIR=os.path.join(work, "data"), VIGIL__SERVER__PORT="0",
                VIGIL__LOG__LEVEL="warn")
+    if a.calibrate:
+        env.update(VIGIL__SERVER__MEMORY_BUDGET="0", VIGIL__SERVER__MAX_IMAGE_PIXELS="200000000",
+                   VIGIL__SERVER__PREPROCESS_THREADS="1")
+        a.concurrency = 1
     proc = subprocess.Popen([a.vigil, "serve"], stdout=subprocess.PIPE, stderr=open(os.path.join(work, "serve.log"), "wb"), env=env)
     host, port = proc.stdout.readline().decode().strip().removeprefix("listening on http://").rsplit(":", 1)
     port = int(port)
@@ -92,6 +101,7 @@ def main():
             except OSError as e:
                 statuses[type(e).__name__] += 1
 
+        before = rss_mb(proc.pid)
         s = threading.Thread(target=sample)
         s.start()
         t = time.time()
@@ -104,6 +114,10 @@ def main():
         s.join()
         print(f"  {name} ({len(body) / 1e6:.1f} MB encoded): {dict(statuses)} in {time.time() - t:.1f} s, "
               f"peak RSS {peak[0]:.0f} MB")
+        if a.calibrate:
+            img = Image.open(io.BytesIO(body))
+            samples = img.width * img.height * len(img.getbands())
+            print(f"    {(peak[0] - before) * 2**20 / samples:.1f} bytes per sample over the RSS before it")
     proc.terminate()
     proc.wait(30)
     sys.exit(0)

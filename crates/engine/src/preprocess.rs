@@ -41,9 +41,9 @@ impl Default for Limits {
 
 /// Peak memory of preprocessing one image, per sample (pixel x channel) of the decoded image:
 /// the decoded samples, their f32 planes and what the steps make of them. Measured as the
-/// peak RSS growth of `vigil serve` (release, the shipped weld bundle) answering one grey PNG:
-/// 8.2 bytes per pixel at 9999 x 9999 16-bit, 8.4 at 5400 x 5400 16-bit, 8.0 at a 4830 x 2013
-/// 8-bit film; rounded up. Colour images count each channel (an RGB image decodes to three
+/// peak RSS growth of `vigil serve` (release, the shipped weld bundle) answering one grey PNG
+/// (`bench/memory.py --calibrate`): 8.2 bytes per pixel at 9999 x 9999 16-bit, 8.3 at
+/// 5400 x 5400 16-bit, 8.0-8.4 at a 4830 x 2013 8-bit film; rounded up. Colour images count each channel (an RGB image decodes to three
 /// planes before it is made grey).
 pub const PEAK_BYTES_PER_SAMPLE: u64 = 9;
 

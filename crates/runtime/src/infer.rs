@@ -157,11 +157,12 @@ impl Infer {
         let tracker = TaskTracker::new();
         let deployments =
             Deployments::new(deploy, metrics.clone(), tracker.clone(), shutdown.clone());
+        let memory = MemoryBudget::new(cfg.memory_budget);
         Ok(Infer {
             inner: Arc::new(Inner {
                 admission: Arc::new(Semaphore::new(cfg.max_in_flight)),
-                memory: MemoryBudget::new(cfg.memory_budget),
-                pool: PreprocessPool::start(threads)?,
+                pool: PreprocessPool::start(threads, &memory)?,
+                memory,
                 cfg,
                 deployments,
                 metrics,
@@ -222,11 +223,7 @@ impl Infer {
             let tiled = self
                 .inner
                 .pool
-                .run(
-                    req.deployment.pipeline().clone(),
-                    encoded,
-                    self.inner.memory.clone(),
-                )
+                .run(req.deployment.pipeline().clone(), encoded)
                 .await?;
             req.times.preprocess = Some(t.elapsed());
             let Tiled { tiles, grid, stats } = tiled;
@@ -549,20 +546,20 @@ struct PreprocessPool {
 struct Job {
     pipeline: Arc<Pipeline>,
     encoded: Bytes,
-    memory: MemoryBudget,
     reply: oneshot::Sender<Result<Tiled>>,
 }
 
 impl PreprocessPool {
-    fn start(n: usize) -> Result<PreprocessPool> {
+    /// `n` threads, each reserving from `memory` before it decodes.
+    fn start(n: usize, memory: &MemoryBudget) -> Result<PreprocessPool> {
         let (tx, rx) = mpsc::channel(n * PREPROCESS_BACKLOG_PER_THREAD);
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..n)
             .map(|i| {
-                let rx = rx.clone();
+                let (rx, memory) = (rx.clone(), memory.clone());
                 std::thread::Builder::new()
                     .name(format!("vigil-preprocess-{i}"))
-                    .spawn(move || preprocess_worker(&rx))
+                    .spawn(move || preprocess_worker(&rx, &memory))
                     .map_err(|e| Error::Internal(format!("cannot start a preprocess thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -573,12 +570,7 @@ impl PreprocessPool {
     }
 
     /// Preprocesses `encoded` on a pool thread.
-    async fn run(
-        &self,
-        pipeline: Arc<Pipeline>,
-        encoded: Bytes,
-        memory: MemoryBudget,
-    ) -> Result<Tiled> {
+    async fn run(&self, pipeline: Arc<Pipeline>, encoded: Bytes) -> Result<Tiled> {
         let tx = self
             .tx
             .lock()
@@ -589,7 +581,6 @@ impl PreprocessPool {
         tx.send(Job {
             pipeline,
             encoded,
-            memory,
             reply,
         })
         .await
@@ -619,13 +610,13 @@ impl Drop for PreprocessPool {
 
 /// Reserves the image's peak memory from the budget (from its header alone), then decodes and
 /// preprocesses it; the reservation is given back when the tensors are made.
-fn preprocess(job: &Job) -> Result<Tiled> {
+fn preprocess(job: &Job, memory: &MemoryBudget) -> Result<Tiled> {
     let peak = job.pipeline.peak_bytes(&job.encoded)?;
-    let _reserved = job.memory.try_reserve(peak, "the image")?;
+    let _reserved = memory.try_reserve(peak, "the image")?;
     Ok(job.pipeline.run_tiles(&job.encoded)?)
 }
 
-fn preprocess_worker(rx: &Mutex<mpsc::Receiver<Job>>) {
+fn preprocess_worker(rx: &Mutex<mpsc::Receiver<Job>>, memory: &MemoryBudget) {
     loop {
         // One thread waits on the channel at a time; the others wait for the lock.
         let job = rx
@@ -636,7 +627,7 @@ fn preprocess_worker(rx: &Mutex<mpsc::Receiver<Job>>) {
         if job.reply.is_closed() {
             continue;
         }
-        let result = match catch_unwind(AssertUnwindSafe(|| preprocess(&job))) {
+        let result = match catch_unwind(AssertUnwindSafe(|| preprocess(&job, memory))) {
             Ok(r) => r,
             Err(_) => {
                 tracing::error!("Preprocessing panicked; the decoder has a bug.");

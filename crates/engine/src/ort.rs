@@ -156,6 +156,13 @@ impl OrtBackend {
             .with_inter_threads(1)
             .map_err(|e| load(e.to_string()))?
             .with_intra_op_spinning(cfg.spin_wait)
+            .map_err(|e| load(e.to_string()))?
+            // Memory patterns plan one block per input shape and allocate it whole for each
+            // call; batches here vary from 1 to max_batch_size, so each size kept its own
+            // plan and the arena grew to the sum (measured on the shipped weld model at c=32:
+            // 184 -> 200 MB over a minute with them, 108 -> 122 MB without, same throughput;
+            // bench/README.md "Hardening"). ONNX Runtime's advice for dynamic batches.
+            .with_memory_pattern(false)
             .map_err(|e| load(e.to_string()))?;
         if cfg.intra_threads > 0 {
             builder = builder

@@ -359,7 +359,14 @@ pub async fn serve(
     }
     if let Some(log) = log {
         let pending = log.pending();
-        log.close().await;
+        let unlogged = log.close().await;
+        if unlogged > 0 {
+            return Err(std::io::Error::other(format!(
+                "{unlogged} answered predictions could not be written to the prediction log \
+                 (the store refused writes until the end); each is in this server's log as an \
+                 \"Unlogged prediction.\" error with its whole record"
+            )));
+        }
         tracing::info!(flushed = pending, "Prediction log flushed.");
     }
     result

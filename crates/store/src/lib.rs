@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+pub mod access;
 mod blob;
 mod error;
 mod review;
@@ -101,6 +102,38 @@ pub async fn open_monitor(opts: &OpenOptions) -> Result<Arc<dyn MonitorStore>> {
 /// A process that needs several traits can open one [`SqliteRegistry`] and use it as all.
 pub async fn open_review(opts: &OpenOptions) -> Result<Arc<dyn ReviewStore>> {
     Ok(Arc::new(SqliteRegistry::open(opts).await?))
+}
+
+/// Opens (creating if missing) the tokens and sessions in `opts.data_dir`: the same
+/// `vigil.db` as [`open`], schema brought up to date the same way.
+pub async fn open_access(opts: &OpenOptions) -> Result<Arc<dyn access::AccessStore>> {
+    Ok(Arc::new(SqliteRegistry::open(opts).await?))
+}
+
+/// Every side of one store over one connection pool: what a long-running process (the
+/// server) opens, so that its database connections, and the page cache each keeps, are
+/// counted once rather than once per side.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Models, versions, aliases, the audit log.
+    pub registry: Arc<dyn Registry>,
+    /// The prediction log, drift windows, alert events.
+    pub monitor: Arc<dyn MonitorStore>,
+    /// The review queue.
+    pub review: Arc<dyn ReviewStore>,
+    /// Tokens and sessions.
+    pub access: Arc<dyn access::AccessStore>,
+}
+
+/// Opens (creating if missing) every side of the store in `opts.data_dir` on one pool.
+pub async fn open_stores(opts: &OpenOptions) -> Result<Stores> {
+    let store = Arc::new(SqliteRegistry::open(opts).await?);
+    Ok(Stores {
+        registry: store.clone(),
+        monitor: store.clone(),
+        review: store.clone(),
+        access: store,
+    })
 }
 
 /// A bundle to store: the parsed manifest, its exact bytes and every file it lists.

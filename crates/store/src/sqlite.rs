@@ -6,6 +6,7 @@
 //! except through [`BlobStore`]. The monitoring tables' SQL is in [`monitor`], the review
 //! queue's in [`review`].
 
+mod access;
 mod monitor;
 mod review;
 

@@ -47,6 +47,15 @@ pub async fn open_registry(ctx: &Context) -> anyhow::Result<Arc<dyn Registry>> {
     Ok(registry)
 }
 
+/// Opens every side of the store in the configured data directory on one connection pool
+/// (for `vigil serve`, which uses them all for its whole life).
+pub async fn open_stores(ctx: &Context) -> anyhow::Result<vigil_store::Stores> {
+    let data_dir = ctx.config.data_dir()?;
+    vigil_store::open_stores(&ctx.config.store.open_options(data_dir.clone()))
+        .await
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
+
 /// Opens the store's monitoring side (the prediction log, drift windows, alert history) in
 /// the configured data directory.
 pub async fn open_monitor_store(

@@ -23,6 +23,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use vigil_core::bundle::{Bundle, Manifest};
@@ -33,7 +34,7 @@ use vigil_server::promote::BundleCheck;
 use vigil_server::{AppState, HttpLimits, ModelStatus};
 
 use super::Context;
-use super::common::{VerifyOptions, open_monitor_store, open_registry, verify_bundle};
+use super::common::{VerifyOptions, open_stores, verify_bundle};
 use crate::config::ConfigError;
 
 /// The alias whose version is served.
@@ -103,13 +104,14 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         threads = engine.intra_threads,
         "Engine selected."
     );
-    let registry = open_registry(ctx).await?;
+    let stores = open_stores(ctx).await?;
+    let registry = stores.registry.clone();
     let metrics = vigil_runtime::Metrics::new();
     let monitoring = &ctx.config.monitoring;
     let mut monitor = monitoring.runtime();
     let mut log_store = None;
     if let Some(log_cfg) = monitoring.log_config()? {
-        let store = open_monitor_store(ctx).await?;
+        let store = stores.monitor.clone();
         let log = vigil_runtime::PredictionLog::start(
             log_cfg,
             Arc::new(vigil_server::monitoring::StoreSink(store.clone())),
@@ -127,7 +129,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
         monitor.log = Some(log.clone());
         log_store = Some((store, log));
     }
-    let review = review_state(ctx, &metrics).await?;
+    let review = review_state(ctx, &metrics, stores.review.clone())?;
     let infer = Infer::with_metrics(
         InferConfig {
             max_in_flight: s.max_in_flight,
@@ -166,7 +168,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     let alert_store = match (&alerting, &log_store) {
         (None, _) => None,
         (Some(_), Some((store, _))) => Some(store.clone()),
-        (Some(_), None) => Some(open_monitor_store(ctx).await?),
+        (Some(_), None) => Some(stores.monitor.clone()),
     };
     let state = match log_store {
         Some((store, log)) => state.with_monitoring(store, log),
@@ -282,6 +284,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             vigil_server::promote::watch_production(state, registry, every, stop).await;
         })
     };
+    let memory_release = tokio::spawn(release_free_memory_every(MEMORY_RELEASE));
     let review_refresh = state
         .review()
         .map(|_| vigil_server::review::spawn_refresh(state.clone(), REVIEW_REFRESH));
@@ -300,6 +303,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     if let Some(task) = review_refresh {
         task.abort();
     }
+    memory_release.abort();
     watcher.abort();
     let _ = watcher.await;
     alert_stop.cancel();
@@ -308,6 +312,25 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     }
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the allocator is asked to give freed memory back to the system.
+const MEMORY_RELEASE: Duration = Duration::from_secs(10);
+
+/// Gives the allocator's free memory back to the system every `every`, so that the server's
+/// resident memory follows its load down after a burst instead of staying at the peak
+/// (`vigil_runtime::memory::release_free_memory`).
+async fn release_free_memory_every(every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        let released = tokio::task::spawn_blocking(vigil_runtime::memory::release_free_memory)
+            .await
+            .unwrap_or(false);
+        tracing::debug!(released, took = ?started.elapsed(), "Released free memory.");
+    }
 }
 
 /// The `[alerts]` section checked and built, when it has rules; a bad rule or webhook is a
@@ -366,9 +389,10 @@ where
 
 /// The review queue when `[review]` is enabled: the store opened, metrics registered, the
 /// images' retention started.
-async fn review_state(
+fn review_state(
     ctx: &Context,
     metrics: &vigil_runtime::Metrics,
+    store: Arc<dyn vigil_store::ReviewStore>,
 ) -> anyhow::Result<Option<vigil_server::review::ReviewState>> {
     let cfg = &ctx.config.review;
     if !cfg.enabled {
@@ -376,10 +400,6 @@ async fn review_state(
     }
     cfg.validate()
         .map_err(|e| ConfigError::Invalid(format!("[review]: {e}")))?;
-    let data_dir = ctx.config.data_dir()?;
-    let store = vigil_store::open_review(&ctx.config.store.open_options(data_dir.clone()))
-        .await
-        .with_context(|| format!("cannot open the review queue in {}", data_dir.display()))?;
     let purge = store.clone();
     spawn_retention(
         "review.image_retention",

@@ -173,7 +173,7 @@ pub struct PredictionLog {
     cfg: LogConfig,
     metrics: LogMetrics,
     stop: CancellationToken,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    writer: Arc<Mutex<Option<JoinHandle<usize>>>>,
 }
 
 impl PredictionLog {
@@ -289,17 +289,22 @@ impl PredictionLog {
     }
 
     /// Stops accepting, writes everything queued, and waits for the writer. Idempotent.
-    pub async fn close(&self) {
+    /// Returns how many predictions could not be written because the store still refused
+    /// writes (each was written to this process's log instead, as an "Unlogged prediction"
+    /// error with the whole record): 0 unless the store is down at shutdown.
+    pub async fn close(&self) -> usize {
         self.stop.cancel();
         let writer = self
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(w) = writer
-            && w.await.is_err()
-        {
-            tracing::error!("The prediction-log writer panicked.");
+        match writer {
+            Some(w) => w.await.unwrap_or_else(|_| {
+                tracing::error!("The prediction-log writer panicked.");
+                0
+            }),
+            None => 0,
         }
     }
 }
@@ -312,9 +317,11 @@ struct Writer {
     health: Arc<Health>,
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Item>, w: Writer, cfg: LogConfig) {
+/// Returns the number of predictions given up at shutdown ([`Writer::write`]).
+async fn write_loop(mut rx: mpsc::Receiver<Item>, w: Writer, cfg: LogConfig) -> usize {
     let stop = w.stop.clone();
     let mut closing = false;
+    let mut given_up = 0;
     loop {
         let first = if closing {
             rx.recv().await
@@ -352,18 +359,21 @@ async fn write_loop(mut rx: mpsc::Receiver<Item>, w: Writer, cfg: LogConfig) {
             }
         }
         w.metrics.pending(rx.len());
-        w.write(batch).await;
+        given_up += w.write(batch).await;
     }
     tracing::debug!("The prediction log is flushed and closed.");
+    given_up
 }
 
 impl Writer {
     /// Writes one batch, retrying with backoff until it is stored; the log is unhealthy from
     /// the first failure to the next success. Once closing (`stop` cancelled, also while a
     /// retry is under way), it gives up after a few more tries, at most half a second apart,
-    /// so that shutdown cannot hang on a dead store; what it gives up is counted and logged
-    /// as an error.
-    async fn write(&self, batch: Vec<Item>) {
+    /// so that shutdown cannot hang on a dead store. What it gives up is counted, and each
+    /// prediction is written whole to this process's log as an error ("Unlogged
+    /// prediction"), which usually lives on another disk (the journal): the record of an
+    /// acknowledged decision survives there. Returns how many it gave up.
+    async fn write(&self, batch: Vec<Item>) -> usize {
         let (sink, metrics, stop) = (&*self.sink, &self.metrics, &self.stop);
         let mut predictions = Vec::with_capacity(batch.len());
         let mut windows = Vec::new();
@@ -404,7 +414,7 @@ impl Writer {
                             "Predictions with a request id already in the log were not written again."
                         );
                     }
-                    return;
+                    return 0;
                 }
                 Err(e) => {
                     self.health.set(Some(e.clone()));
@@ -416,9 +426,18 @@ impl Writer {
                         tracing::error!(
                             error = %e,
                             records = predictions.len(),
-                            "Shutting down with a store that refuses writes: these predictions are not in the log."
+                            "Shutting down with a store that refuses writes: these predictions are not in the prediction log; each follows as an \"Unlogged prediction\" error."
                         );
-                        return;
+                        for p in &predictions {
+                            let record = serde_json::to_string(p)
+                                .unwrap_or_else(|e| format!("(not serialisable: {e})"));
+                            tracing::error!(
+                                request_id = %p.request_id,
+                                record = %record,
+                                "Unlogged prediction."
+                            );
+                        }
+                        return predictions.len();
                     }
                     tracing::warn!(error = %e, records = predictions.len(), retry_in = ?backoff, "Cannot write the prediction log; retrying.");
                     if closing {

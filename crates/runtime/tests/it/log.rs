@@ -91,7 +91,7 @@ async fn records_are_written_in_batches_and_close_flushes_everything() {
     for i in 0..300 {
         log.submit(record(&format!("r{i}"))).await.unwrap();
     }
-    log.close().await;
+    assert_eq!(log.close().await, 0, "everything was written");
     let batches = sink.batches.lock().unwrap().clone();
     let all: Vec<String> = batches.concat();
     assert_eq!(all.len(), 300, "every record is written by close");
@@ -357,10 +357,11 @@ async fn close_gives_up_on_a_dead_store_even_mid_retry() {
     }
     assert!(errors(&metrics) >= 2, "the writer never retried");
     let t = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(20), log.close())
+    let unlogged = tokio::time::timeout(Duration::from_secs(20), log.close())
         .await
         .expect("close hangs on a dead store");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(unlogged, 1, "close must say how many it could not write");
     assert!(sink.batches.lock().unwrap().is_empty());
     assert!(
         metrics

@@ -40,10 +40,7 @@ pub async fn alerts(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<Json<AlertsResponse>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 10000"));
-    }
+    let limit = super::limit(q.limit, 100, 10_000)?;
     let history = match state.monitor_store() {
         Some(store) => Some(
             store

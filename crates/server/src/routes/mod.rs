@@ -12,6 +12,7 @@ pub mod predict;
 pub mod review;
 pub mod v2;
 pub mod v2_infer;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -27,7 +28,9 @@ use crate::{ApiError, AppState, pages};
 
 /// A JSON request body whose refusals are the API's own errors (a JSON `Error` body: 415
 /// without `Content-Type: application/json`, 400 for a body that does not parse or fit),
-/// where axum's `Json` answers in plain text with 415 or 422.
+/// where axum's `Json` answers in plain text with 415 or 422. The body must be a JSON object,
+/// as every body of this API is documented to be: serde would otherwise also read a struct
+/// from an array of its fields in order (`[null, null]`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -39,10 +42,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(req, state)
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map(|axum::Json(v)| ApiJson(v))
-            .map_err(ApiError::from)
+            .map_err(ApiError::from)?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("the request body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::invalid(format!("the request body does not fit: {e}")))
     }
 }
 
@@ -250,6 +258,17 @@ pub fn table() -> Vec<Route> {
             v2_infer::infer_versioned,
         ),
     ]
+}
+
+/// A list's `limit` query parameter: `default` when absent, refused (400) outside 1..=`max`,
+/// as `openapi.json` states with `minimum` and `maximum`.
+pub fn limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match asked.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(format!(
+            "limit must be between 1 and {max}"
+        ))),
+    }
 }
 
 /// Parses a model name from the path; a name that cannot exist is not found.

@@ -2,8 +2,6 @@
 //! /v1/models/{name}/monitoring`), its stored drift windows (`GET /v1/models/{name}/drift`)
 //! and one logged prediction (`GET /v1/predictions/{request_id}`).
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
@@ -63,7 +61,7 @@ pub async fn monitoring(
     let name = model_name(&name)?;
     let d = deployment(state.infer(), &name, None)?;
     let raw = q.window.unwrap_or_else(|| "200".to_owned());
-    let window = parse_window(&raw)?;
+    let window = super::window::count_or_span(&raw)?;
     let m = d.monitor();
     Ok(Json(MonitoringResponse {
         model: name.to_string(),
@@ -83,25 +81,6 @@ pub async fn monitoring(
     }))
 }
 
-/// A count (`200`) or a duration (`5m`).
-fn parse_window(raw: &str) -> Result<LiveWindow, ApiError> {
-    if let Ok(n) = raw.parse::<usize>() {
-        if n == 0 {
-            return Err(ApiError::invalid("window must be at least 1 prediction"));
-        }
-        return Ok(LiveWindow::Count(n));
-    }
-    humantime::parse_duration(raw)
-        .ok()
-        .filter(|d| *d > Duration::ZERO)
-        .map(LiveWindow::Time)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "window {raw:?} is neither a count (200) nor a duration (5m, 1h)"
-            ))
-        })
-}
-
 /// Query of `GET /v1/models/{name}/drift`.
 #[derive(Debug, Deserialize)]
 pub struct DriftQuery {
@@ -109,7 +88,7 @@ pub struct DriftQuery {
     pub since: Option<DateTime<Utc>>,
     /// Only windows evaluated before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// At most this many (default 100, at most 10,000).
+    /// At most this many (default 100, 1 to 10,000; outside: 400).
     pub limit: Option<usize>,
 }
 
@@ -145,7 +124,7 @@ pub async fn drift(
 ) -> Result<Json<DriftResponse>, ApiError> {
     let name = model_name(&name)?;
     let store = store(&state)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = super::limit(q.limit, 100, 10_000)?;
     let rows = store
         .drift_windows(name.as_str(), q.since, q.until, limit)
         .await

@@ -89,7 +89,7 @@ pub struct QueueQuery {
     /// Only items in this state (`open`, `awaiting_second`, `disputed`, `done`), or
     /// `needs_inspector` for all but `done` (the default).
     pub state: Option<String>,
-    /// At most this many items (default 50, at most 1,000).
+    /// At most this many items (default 50, 1 to 1,000; outside: 400).
     pub limit: Option<usize>,
 }
 
@@ -113,7 +113,7 @@ pub async fn queue(
     let query = ReviewQuery {
         model: q.model.clone(),
         states,
-        limit: q.limit.unwrap_or(50).clamp(1, 1_000),
+        limit: super::limit(q.limit, 50, 1_000)?,
     };
     Ok(Json(QueueResponse {
         summary: r.store.queue_summary(q.model.as_deref()).await?,
@@ -423,12 +423,14 @@ pub async fn model_performance(
     let since: Option<DateTime<Utc>> = match q.window.as_deref() {
         None => None,
         Some(raw) => {
-            let d = humantime::parse_duration(raw).map_err(|e| {
-                ApiError::invalid(format!("window {raw:?} is not a duration like 24h: {e}"))
-            })?;
-            let d = chrono::Duration::from_std(d)
-                .map_err(|_| ApiError::invalid(format!("window {raw:?} is too long")))?;
-            Some(Utc::now() - d)
+            let d = super::window::span_only(raw)?;
+            // A span reaching back before 1970 (the grammar allows thousands of years) is
+            // all of history: nothing Vigil logged is older.
+            let since = chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| Utc::now().checked_sub_signed(d))
+                .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH));
+            Some(since)
         }
     };
     Ok(Json(performance(&state, &name, since).await?))

@@ -296,16 +296,26 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
             .context("invalid configuration (see config/default.toml for every setting)")?;
-        config.auth()?;
+        vigil_core::auth::Tokens::new(config.auth.tokens.clone())
+            .map_err(|e| ConfigError::Invalid(format!("[auth]: {e}")))
+            .context("invalid configuration (see config/default.toml for every setting)")?;
         Ok(config)
     }
 
-    /// The server's auth: `None` when it is off. A bad `[auth]` is a configuration error,
-    /// found by [`Config::load`] before any command runs.
-    pub fn auth(&self) -> anyhow::Result<Option<std::sync::Arc<vigil_server::auth::Auth>>> {
-        vigil_server::auth::Auth::from_config(&self.auth)
-            .map_err(|e| ConfigError::Invalid(format!("[auth]: {e}")))
-            .context("invalid configuration (see config/default.toml for every setting)")
+    /// The server's auth over `stores` (tokens and sessions there, refusals audited there):
+    /// `None` when it is off. A bad token entry is a configuration error, found by
+    /// [`Config::load`] before any command runs.
+    pub fn auth(
+        &self,
+        stores: &vigil_store::Stores,
+    ) -> anyhow::Result<Option<std::sync::Arc<vigil_server::auth::Auth>>> {
+        vigil_server::auth::Auth::new(
+            &self.auth,
+            Some(stores.access.clone()),
+            Some(stores.registry.clone()),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("[auth]: {e}")))
+        .context("invalid configuration (see config/default.toml for every setting)")
     }
 
     /// The data directory, with the platform default filled in.

@@ -70,9 +70,14 @@ enum Command {
     /// Generate signing keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
-    /// Tokens and roles for the server's [auth]: make one, list the configured ones.
+    /// Tokens and roles for the server's [auth] in the config file: make one, list the
+    /// configured ones. (Tokens a running server picks up at once: `vigil tokens`.)
     #[command(subcommand)]
     Auth(cmd::auth::AuthCommand),
+    /// API tokens in the store: create (the secret is shown once), list, revoke. A running
+    /// server sees each change within a second; each is in the audit log.
+    #[command(subcommand)]
+    Tokens(cmd::tokens::TokensCommand),
     /// The model registry: push, list, show, alias, history, pull.
     #[command(subcommand)]
     Models(cmd::models::ModelsCommand),
@@ -136,6 +141,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Bundle(c) => cmd::bundle::run(&ctx, c),
         Command::Keys(c) => cmd::keys::run(c),
         Command::Auth(c) => cmd::auth::run(c, &ctx.config),
+        Command::Tokens(c) => cmd::tokens::run(&ctx, c),
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Audit(c) => cmd::audit::run(&ctx, c),
         Command::Alerts(c) => cmd::alerts::run(&ctx, c),

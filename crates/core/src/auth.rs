@@ -107,10 +107,7 @@ impl fmt::Debug for Secret {
 impl Secret {
     /// A new secret: 32 bytes from the operating system's generator.
     pub fn generate() -> Result<Secret, AuthError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| AuthError(format!("no randomness from the operating system: {e}")))?;
-        Ok(Secret(format!("{SECRET_PREFIX}{}", hex::encode(bytes))))
+        Ok(Secret(format!("{SECRET_PREFIX}{}", random_text()?)))
     }
 
     /// The secret itself, to hand to its holder once.
@@ -127,6 +124,25 @@ impl Secret {
 /// SHA-256 of a presented secret.
 fn sha256(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
+}
+
+/// SHA-256 of `secret`, in lowercase hex: what the store keeps of a token's secret or a
+/// session's id.
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(sha256(secret))
+}
+
+/// 32 random bytes from the operating system as 64 hex digits: a session id or a CSRF value.
+pub fn random_text() -> Result<String, AuthError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| AuthError(format!("no randomness from the operating system: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Whether `a` and `b` are equal, in a time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One configured token: who holds it, what it may do, and its secret's SHA-256 (64 hex
@@ -216,17 +232,23 @@ impl Tokens {
         self.entries.is_empty()
     }
 
+    /// The caller whose token's secret has the SHA-256 `digest` (hex), if any.
+    pub fn by_digest(&self, digest: &str) -> Option<&Caller> {
+        let mut wanted = [0u8; 32];
+        hex::decode_to_slice(digest, &mut wanted).ok()?;
+        self.entries
+            .iter()
+            .find(|(d, _)| constant_time_eq(d, &wanted))
+            .map(|(_, c)| c)
+    }
+
     /// The caller whose token's secret is `secret`, if any. Every entry is compared, each
     /// in constant time, so the answer's timing says nothing about which digest came close.
     pub fn authenticate(&self, secret: &str) -> Option<&Caller> {
         let presented = sha256(secret);
         let mut found = None;
         for (digest, caller) in &self.entries {
-            let diff = digest
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
+            if constant_time_eq(digest, &presented) {
                 found = Some(caller);
             }
         }
@@ -283,6 +305,16 @@ mod tests {
         assert!(tokens.authenticate(&a.expose()[..67]).is_none());
         assert!(tokens.authenticate("").is_none());
         assert!(!format!("{a:?}").contains(&a.expose()[4..]));
+        // By digest: what a session remembers of the token it was opened with.
+        assert_eq!(tokens.by_digest(&a.digest()).unwrap().name, "alice");
+        assert_eq!(sha256_hex(a.expose()), a.digest());
+        assert!(tokens.by_digest(&sha256_hex("vgl_other")).is_none());
+        assert!(tokens.by_digest("not hex").is_none());
+        let (r1, r2) = (random_text().unwrap(), random_text().unwrap());
+        assert_ne!(r1, r2);
+        assert_eq!(r1.len(), 64);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

@@ -10,6 +10,10 @@
   const FLAGS = JSON.parse(root.dataset.flags || "{}");
   // Signed in with a token: the server records verdicts under the token's name.
   const SIGNED_IN = root.dataset.signedIn || "";
+  // A signed-in session's state-changing requests carry its CSRF value (the server refuses
+  // them without it); the page has it in <meta name="csrf-token">.
+  const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const csrfHeaders = CSRF ? { "x-csrf-token": CSRF } : {};
   const NAME_KEY = "vigil.inspector";
   const POLL_MS = 15000;
   // `/review?model=weldnet` works one model's items only.
@@ -37,7 +41,7 @@
   async function api(method, path, body) {
     const r = await fetch(path, {
       method,
-      headers: body ? { "content-type": "application/json" } : {},
+      headers: Object.assign(body ? { "content-type": "application/json" } : {}, method === "GET" ? {} : csrfHeaders),
       body: body ? JSON.stringify(body) : undefined,
     });
     if (r.status === 204) return null;
@@ -89,7 +93,7 @@
     if (!entry || !entry.item.claim) return;
     fetch(`/v1/review/items/${entry.item.id}/release`, {
       method: "POST", keepalive: true,
-      headers: { "content-type": "application/json" },
+      headers: Object.assign({ "content-type": "application/json" }, csrfHeaders),
       body: JSON.stringify({ token: entry.item.claim.token }),
     }).catch(() => {});
   }
@@ -478,7 +482,11 @@
     $("change-who").addEventListener("click", async () => {
       release(S.cur);
       if (S.next) release(await S.next);
-      await fetch("/logout", { method: "POST" });
+      await fetch("/logout", {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: "csrf=" + encodeURIComponent(CSRF),
+      });
       location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
     });
   } else {

@@ -44,6 +44,7 @@ pub mod promote;
 pub mod request_id;
 pub mod review;
 pub mod routes;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -300,6 +301,7 @@ pub fn app(state: AppState) -> Router {
             body_timeout,
         ))
         .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(axum::middleware::from_fn(pages::security_headers))
         .with_state(state)
 }
 

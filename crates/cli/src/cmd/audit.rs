@@ -6,7 +6,7 @@ use clap::Subcommand;
 use vigil_core::types::Sha256Digest;
 
 use super::Context;
-use super::common::{block_on, open_registry};
+use super::common::{block_on, open_existing_registry};
 use crate::exit::CheckFailed;
 use crate::output;
 
@@ -35,7 +35,7 @@ pub enum AuditCommand {
 /// Runs an audit subcommand.
 pub fn run(ctx: &Context, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     block_on(async {
-        let registry = open_registry(ctx).await?;
+        let registry = open_existing_registry(ctx).await?;
         let entries = registry.audit_log().await?;
         match cmd {
             AuditCommand::Log { limit, json } => {

@@ -47,6 +47,35 @@ pub async fn open_registry(ctx: &Context) -> anyhow::Result<Arc<dyn Registry>> {
     Ok(registry)
 }
 
+/// The configured data directory, which must already hold a store: for commands that only
+/// read or change what is there, and must never create an empty store by mistake (a typo in
+/// the path would otherwise "succeed" on nothing). Not found (exit 3) names the path.
+pub fn existing_data_dir(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
+    let data_dir = ctx.config.data_dir()?;
+    let db = data_dir.join(vigil_store::DB_FILE);
+    if !db.is_file() {
+        return crate::exit::fail(
+            vigil_core::ErrorKind::NotFound,
+            format!(
+                "no store at {} (looked for {}); set store.data_dir (VIGIL__STORE__DATA_DIR) \
+                 to the server's data directory",
+                data_dir.display(),
+                db.display()
+            ),
+        );
+    }
+    Ok(data_dir)
+}
+
+/// Opens the registry in the configured data directory, which must already hold a store
+/// ([`existing_data_dir`]): for read-only commands, which must never create state.
+pub async fn open_existing_registry(ctx: &Context) -> anyhow::Result<Arc<dyn Registry>> {
+    let data_dir = existing_data_dir(ctx)?;
+    vigil_store::open(&ctx.config.store.open_options(data_dir.clone()))
+        .await
+        .with_context(|| format!("cannot open the registry in {}", data_dir.display()))
+}
+
 /// Opens every side of the store in the configured data directory on one connection pool
 /// (for `vigil serve`, which uses them all for its whole life).
 pub async fn open_stores(ctx: &Context) -> anyhow::Result<vigil_store::Stores> {

@@ -16,6 +16,7 @@ pub mod review;
 pub mod score;
 pub mod serve;
 pub mod simulate;
+pub mod tokens;
 pub mod train;
 
 use crate::config::Config;

@@ -164,7 +164,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     )
     .with_registry(registry.clone())
     .with_bundle_check(bundle_check(ctx)?)
-    .with_auth(ctx.config.auth()?);
+    .with_auth(auth(ctx, &stores).await?);
     let alert_store = match (&alerting, &log_store) {
         (None, _) => None,
         (Some(_), Some((store, _))) => Some(store.clone()),
@@ -231,7 +231,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
             address = %local,
             "Auth is off and the server listens beyond this machine: anyone who reaches it can \
              move aliases and record verdicts. Turn on [auth] with tokens \
-             (`vigil auth token --help`)."
+             (`vigil tokens create --help`)."
         );
     }
     // On stdout too, for scripts (and `--port 0`): the one line a caller needs.
@@ -312,6 +312,26 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     }
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's auth, checked: on with no token usable (none in the config, none in the
+/// store) is a configuration error, since nothing could be called.
+async fn auth(
+    ctx: &Context,
+    stores: &vigil_store::Stores,
+) -> anyhow::Result<Option<Arc<vigil_server::auth::Auth>>> {
+    let auth = ctx.config.auth(stores)?;
+    if let Some(a) = &auth
+        && a.usable_tokens().await == 0
+    {
+        return Err(ConfigError::Invalid(
+            "[auth] is on but no token can be used (none in auth.tokens, none active in the \
+             store): make one with `vigil tokens create --name NAME --role admin`"
+                .into(),
+        )
+        .into());
+    }
+    Ok(auth)
 }
 
 /// How often the allocator is asked to give freed memory back to the system.

@@ -81,13 +81,22 @@ fn a_token_made_by_the_cli_guards_a_real_server() {
 #[test]
 fn a_bad_auth_section_stops_every_command() {
     let env = Env::new();
+    // Auth on with no token in the config is fine for other commands (tokens may be in the
+    // store), but a server with no usable token anywhere refuses to start.
     env.run_cmd(
         env.cmd()
             .env("VIGIL__AUTH__ENABLED", "true")
             .args(["models", "list"]),
     )
+    .ok();
+    env.run_cmd(
+        env.cmd()
+            .env("VIGIL__AUTH__ENABLED", "true")
+            .env("VIGIL__SERVER__PORT", "0")
+            .args(["serve"]),
+    )
     .code(5)
-    .says("auth.tokens is empty");
+    .says("no token can be used");
     env.run_cmd(
         env.cmd()
             .env(

@@ -15,4 +15,5 @@ mod registry;
 mod review;
 mod score;
 mod serve;
+mod tokens;
 mod train;

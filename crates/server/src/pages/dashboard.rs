@@ -6,14 +6,16 @@
 
 use std::fmt::Write as _;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Html;
 use chrono::Utc;
 use vigil_runtime::{Deployment, LiveWindow};
 
 use super::chart::{self, Chart, Series};
-use super::{Nav, age, esc, layout, notice, pct, url_encode};
+use super::{Nav, age, esc, layout_for, notice, pct, url_encode};
 use crate::AppState;
+use crate::auth::PageUser;
 
 /// Predictions the live figures cover: the monitoring API's default window.
 const LIVE_WINDOW: usize = 200;
@@ -23,7 +25,10 @@ const DRIFT_WINDOWS: usize = 100;
 const ALERTS: usize = 10;
 
 /// `GET /dashboard`
-pub async fn dashboard(State(state): State<AppState>) -> Html<String> {
+pub async fn dashboard(
+    State(state): State<AppState>,
+    user: Option<Extension<PageUser>>,
+) -> Html<String> {
     let mut body = String::from(r#"<h1>Dashboard</h1>"#);
     let deployments = state.infer().deployments().list();
     if deployments.is_empty() {
@@ -38,7 +43,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Html<String> {
     }
     body.push_str(&registry_section(&state).await);
     body.push_str(&alerts_section(&state).await);
-    layout("Dashboard", Nav::Dashboard, &body, "")
+    layout_for(user.as_deref(), "Dashboard", Nav::Dashboard, &body, "")
 }
 
 /// One model's card: live figures, drift chart, accuracy.

@@ -1,23 +1,22 @@
 //! `GET /login`, `POST /login`, `POST /logout`: signing a browser in with a token.
 //!
-//! The form takes the token's secret; a valid one is set as the `vigil_token` cookie
-//! (`HttpOnly`, so page script cannot read it; `SameSite=Strict`, so another site cannot
-//! send it along with a forged form; `Secure` behind a TLS proxy; 12 hours, a shift) and the
-//! browser goes back to the page it came from. The pages' own script then calls the JSON
-//! API with the cookie like any other client.
+//! The form takes the token's secret; a valid one opens a server-side session
+//! ([`crate::session`]: the cookie holds only a random id, 12 hours, a shift) and the browser
+//! goes back to the page it came from. The pages' own script then calls the JSON API with the
+//! cookie and the session's CSRF value. Signing out (a form on every page, with the CSRF
+//! value) deletes the session: the old cookie is refused from then on.
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
 use serde::Deserialize;
+use vigil_core::auth::sha256_hex;
 
 use super::{Nav, esc, layout, notice};
-use crate::AppState;
-use crate::auth::{COOKIE, safe_next};
-
-/// How long a sign-in lasts: a shift.
-const COOKIE_MAX_AGE_S: u32 = 12 * 3600;
+use crate::auth::safe_next;
+use crate::{AppState, session};
 
 /// `GET /login?next=/review`
 #[derive(Debug, Deserialize)]
@@ -61,44 +60,121 @@ pub async fn login(
     let Some(auth) = state.auth() else {
         return Redirect::to(next).into_response();
     };
-    match auth.authenticate(f.token.trim()) {
-        Some(caller) => {
-            tracing::info!(caller = %caller.name, role = %caller.role, "Signed in.");
-            let secure = if behind_tls(&headers) { "; Secure" } else { "" };
-            let cookie = format!(
-                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_S}{secure}",
-                f.token.trim()
-            );
-            let mut r = Redirect::to(next).into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            r
-        }
-        None => {
-            tracing::warn!("A sign-in with a token that is not valid here was refused.");
-            let mut r = page(next, Some("That token is not valid on this server.")).into_response();
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
-            r
-        }
+    if !same_origin(&headers) {
+        tracing::warn!("A sign-in posted from another site was refused.");
+        return status_page(
+            StatusCode::FORBIDDEN,
+            next,
+            "A sign-in must be posted from this server's own sign-in page.",
+        );
     }
+    let Some((caller, digest)) = auth.authenticate(f.token.trim()).await else {
+        tracing::warn!("A sign-in with a token that is not valid here was refused.");
+        return status_page(
+            StatusCode::UNAUTHORIZED,
+            next,
+            "That token is not valid on this server (unknown, expired or revoked).",
+        );
+    };
+    let Some(store) = auth.store() else {
+        return status_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            next,
+            "This server keeps no sessions (it has no store): send the token as \
+             `Authorization: Bearer vgl_...` instead.",
+        );
+    };
+    let opened = match session::open(&caller, &digest, Utc::now()) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot open a session.");
+            return status_page(StatusCode::INTERNAL_SERVER_ERROR, next, &e.to_string());
+        }
+    };
+    if let Err(e) = store.create_session(&opened.session).await {
+        tracing::error!(error = %e, "Cannot store a session.");
+        return status_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            next,
+            "The sign-in could not be recorded (the store is unavailable); try again.",
+        );
+    }
+    tracing::info!(caller = %caller.name, role = %caller.role, "Signed in.");
+    let mut r = Redirect::to(next).into_response();
+    if let Some(v) = session::set_cookie(&opened.cookie, behind_tls(&headers)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
-/// `POST /logout`: forgets the cookie.
-pub async fn logout() -> Response {
+/// The form `POST /logout` reads.
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    /// The session's CSRF value.
+    pub csrf: Option<String>,
+}
+
+/// `POST /logout`: ends the session (deleted from the store, so the cookie is refused from
+/// now on) and forgets the cookie. A sign-out without the session's CSRF value is refused
+/// (another site must not be able to sign an inspector out mid-review).
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Response {
+    let store = state.auth().and_then(|a| a.store());
+    if let (Some(store), Some(cookie)) = (store, session::presented(&headers)) {
+        let id = sha256_hex(cookie);
+        match store.session(&id, Utc::now()).await {
+            Ok(Some(s)) if !session::csrf_matches(&s, f.csrf.as_deref()) => {
+                tracing::warn!(caller = %s.name, "A sign-out without the session's CSRF value was refused.");
+                return forbidden("A sign-out must come from this server's own pages.");
+            }
+            Ok(Some(s)) => {
+                if let Err(e) = store.delete_session(&id).await {
+                    tracing::error!(error = %e, "Cannot end a session.");
+                    return status_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "/",
+                        "The sign-out could not be recorded (the store is unavailable); try again.",
+                    );
+                }
+                tracing::info!(caller = %s.name, "Signed out.");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "Cannot read a session at sign-out."),
+        }
+    }
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("vigil_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        session::clear_cookie(behind_tls(&headers)),
     );
     r
+}
+
+/// The sign-in form again with `message`, answered with `status`.
+fn status_page(status: StatusCode, next: &str, message: &str) -> Response {
+    let mut r = page(next, Some(message)).into_response();
+    *r.status_mut() = status;
+    r
+}
+
+/// Whether a form post came from this server's own page: a browser sends `Origin` with every
+/// POST; its host must be the one the request was sent to. (No `Origin`: not a browser.)
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// The page a signed-in browser gets where its token's role is too low (403).
 pub fn forbidden(message: &str) -> Response {
     let body = format!(
-        "<h1>Not for this token</h1>{}<form method=\"post\" action=\"/logout\">\
-         <button type=\"submit\">Sign in with another token</button></form>",
+        "<h1>Not for this token</h1>{}<p><a href=\"/login\">Sign in with another token</a></p>",
         notice("warn", &esc(message))
     );
     let mut r = layout("Not permitted", Nav::Login, &body, "").into_response();

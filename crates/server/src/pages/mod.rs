@@ -23,6 +23,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 
+use crate::auth::PageUser;
+
 /// Which entry of the header navigation a page is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
@@ -49,6 +51,29 @@ impl Nav {
 /// is HTML the caller built (escaping what it took from data with [`esc`]). `extra_head`
 /// goes into `<head>` as it is (a page's script tag).
 pub fn layout(title: &str, active: Nav, body: &str, extra_head: &str) -> Html<String> {
+    layout_for(None, title, active, body, extra_head)
+}
+
+/// [`layout`] for a signed-in viewer: their name and a sign-out button in the header, and
+/// the session's CSRF value in `<meta name="csrf-token">` for the page's script.
+pub fn layout_for(
+    user: Option<&PageUser>,
+    title: &str,
+    active: Nav,
+    body: &str,
+    extra_head: &str,
+) -> Html<String> {
+    let (who, csrf_meta) = match user {
+        Some(u) => (
+            format!(
+                r#"<form class="signout" method="post" action="/logout"><span class="who">{}</span><input type="hidden" name="csrf" value="{csrf}"><button type="submit" id="sign-out">Sign out</button></form>"#,
+                esc(&u.name),
+                csrf = esc(&u.csrf),
+            ),
+            format!(r#"<meta name="csrf-token" content="{}">"#, esc(&u.csrf)),
+        ),
+        None => (String::new(), String::new()),
+    };
     let mut nav = String::new();
     for (item, href, label) in Nav::ALL {
         let current = if item == active {
@@ -67,10 +92,11 @@ pub fn layout(title: &str, active: Nav, body: &str, extra_head: &str) -> Html<St
 <title>{title} · Vigil</title>
 <link rel="stylesheet" href="/assets/vigil.css">
 <link rel="icon" href="/assets/favicon.svg" type="image/svg+xml">
+{csrf_meta}
 {extra_head}
 </head>
 <body class="page-{page}">
-<header class="top"><a class="brand" href="/dashboard"><span class="mark">◆</span> Vigil</a><nav>{nav}</nav><span class="top-note">{now}</span></header>
+<header class="top"><a class="brand" href="/dashboard"><span class="mark">◆</span> Vigil</a><nav>{nav}</nav><span class="top-note">{now}</span>{who}</header>
 <main>
 {body}
 </main>
@@ -129,6 +155,47 @@ pub fn url_encode(text: &str) -> String {
 /// A notice box: `kind` is `info`, `warn` or `empty`; `html` is trusted markup.
 pub fn notice(kind: &str, html: &str) -> String {
     format!(r#"<div class="notice notice-{kind}">{html}</div>"#)
+}
+
+/// The Content-Security-Policy of every HTML answer: everything from this server only, no
+/// inline script (the one script is `/assets/review.js`), no framing, forms only to this
+/// server. Inline `style` attributes are allowed: the bar widths and legend colours are data.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data: blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+/// Adds the browser protections to every answer: `nosniff` everywhere, and on HTML the CSP,
+/// no framing (`X-Frame-Options` for browsers without `frame-ancestors`) and no referrer to
+/// other sites (page URLs carry model names and item ids). `same-origin`, not `no-referrer`:
+/// under `no-referrer` a browser sends `Origin: null` on the pages' own form posts, and the
+/// sign-in checks the origin.
+pub async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut r = next.run(req).await;
+    let html = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if html {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+    r
 }
 
 /// `GET /`: to the dashboard.

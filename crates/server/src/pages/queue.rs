@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use chrono::Utc;
@@ -11,8 +12,9 @@ use serde::Deserialize;
 use vigil_core::review::{Flag, ItemState};
 use vigil_store::{ReviewItem, ReviewQuery};
 
-use super::{Nav, age, esc, layout, notice, url_encode};
+use super::{Nav, age, esc, layout_for, notice, url_encode};
 use crate::AppState;
+use crate::auth::PageUser;
 
 /// Items listed: a shift's next stretch of work; the summary counts all of them.
 const LISTED: usize = 50;
@@ -25,7 +27,11 @@ pub struct QueueQuery {
 }
 
 /// `GET /review/queue`
-pub async fn queue(State(state): State<AppState>, Query(q): Query<QueueQuery>) -> Html<String> {
+pub async fn queue(
+    State(state): State<AppState>,
+    user: Option<Extension<PageUser>>,
+    Query(q): Query<QueueQuery>,
+) -> Html<String> {
     let model = q.model.filter(|m| !m.is_empty());
     let body = match super::review::store(&state) {
         Some(store) => {
@@ -55,7 +61,8 @@ pub async fn queue(State(state): State<AppState>, Query(q): Query<QueueQuery>) -
         None => super::review::no_store_notice(),
     };
     // Refreshed every 30 s: the page is left open on a supervisor's screen.
-    layout(
+    layout_for(
+        user.as_deref(),
         "Review queue",
         Nav::Queue,
         &format!("<h1>Review queue</h1>{body}"),

@@ -14,8 +14,9 @@ use axum::response::Html;
 use vigil_core::auth::Caller;
 use vigil_core::review::Flag;
 
-use super::{Nav, esc, layout, notice};
+use super::{Nav, esc, layout, layout_for, notice};
 use crate::AppState;
+use crate::auth::PageUser;
 
 /// The review store, if the server has one.
 pub fn store(state: &AppState) -> Option<Arc<dyn vigil_store::ReviewStore>> {
@@ -49,6 +50,7 @@ const KEYS: [(&str, &str); 10] = [
 pub async fn review(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
+    user: Option<Extension<PageUser>>,
 ) -> Html<String> {
     if store(&state).is_none() {
         let body = format!("<h1>Review</h1>{}", no_store_notice());
@@ -110,7 +112,8 @@ pub async fn review(
         // and does not ask for.
         signed_in = esc(caller.as_ref().map_or("", |c| c.0.name.as_str())),
     );
-    layout(
+    layout_for(
+        user.as_deref(),
         "Review",
         Nav::Review,
         &body,

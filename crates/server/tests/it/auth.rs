@@ -332,15 +332,37 @@ fn with_cookie(mut req: Request<Body>, cookie: &str) -> Request<Body> {
     req
 }
 
+/// The session's CSRF value, as a page hands it to its script.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find(r#"<meta name="csrf-token" content=""#)
+        .expect("a signed-in page carries its CSRF value");
+    let rest = &html[at + r#"<meta name="csrf-token" content=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_signs_in_with_a_token_and_out_again() {
+async fn a_browser_signs_in_to_a_server_side_session_and_out_again() {
     let dir = tempfile::tempdir().unwrap();
     let (state, _) = crate::review::reviewing(dir.path(), 0.0, SecondOpinion::Never).await;
+    let opts = vigil_store::OpenOptions::new(dir.path());
+    let access = vigil_store::open_access(&opts).await.unwrap();
     let tokens = Tokens::new();
-    let app = vigil_server::app(state.clone().with_auth(tokens.auth()));
+    let auth = Auth::new(&tokens.config, Some(access.clone()), None).unwrap();
+    let app = vigil_server::app(state.clone().with_auth(auth));
 
     let page = send(&app, get("/login?next=%2Freview%2Fqueue")).await;
     assert_eq!(page.status(), StatusCode::OK);
+    for (h, v) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+    ] {
+        assert_eq!(page.headers()[h], v, "{h}");
+    }
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+    assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
     let html = String::from_utf8(bytes(page).await.to_vec()).unwrap();
     assert!(html.contains(r#"name="token""#), "{html}");
     assert!(html.contains(r#"value="/review/queue""#), "{html}");
@@ -349,8 +371,20 @@ async fn a_browser_signs_in_with_a_token_and_out_again() {
     let r = send(&app, form("token=vgl_nope&next=%2Freview%2Fqueue")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers().get(header::SET_COOKIE).is_none());
+    // A sign-in posted from another site: refused.
+    let mut cross = form(&format!("token={}", tokens.secret(Role::Viewer)));
+    cross
+        .headers_mut()
+        .insert(header::HOST, "vigil.plant".parse().unwrap());
+    cross
+        .headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    let r = send(&app, cross).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
 
-    // The viewer's token: a cookie only the server reads, and on to `next` (never off-site).
+    // The viewer's token: a session id only the server reads, and on to `next` (never
+    // off-site).
     let body = format!(
         "token={}&next=%2Freview%2Fqueue",
         tokens.secret(Role::Viewer)
@@ -359,9 +393,13 @@ async fn a_browser_signs_in_with_a_token_and_out_again() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION], "/review/queue");
     let set = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "vigil_session="] {
         assert!(set.contains(attr), "{set} lacks {attr}");
     }
+    assert!(
+        !set.contains(tokens.secret(Role::Viewer)),
+        "the cookie holds the token"
+    );
     let cookie = cookie_pair(&r);
     let body = format!(
         "token={}&next=https://evil.example/",
@@ -370,38 +408,189 @@ async fn a_browser_signs_in_with_a_token_and_out_again() {
     let r = send(&app, form(&body)).await;
     assert_eq!(r.headers()[header::LOCATION], "/");
 
-    // With the cookie: the viewer's pages open, the inspector's page is refused.
+    // With the cookie: the viewer's pages open (with a sign-out form), the inspector's
+    // page is refused; a forged session id is no session.
     let r = send(&app, with_cookie(get("/dashboard"), &cookie)).await;
     assert_eq!(r.status(), StatusCode::OK);
+    let html = String::from_utf8(bytes(r).await.to_vec()).unwrap();
+    assert!(
+        html.contains(r#"action="/logout""#) && html.contains("viewer-1"),
+        "{html}"
+    );
+    let viewer_csrf = csrf_of(&html);
     let r = send(&app, with_cookie(get("/review"), &cookie)).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let forged = format!("vigil_session={}", "ab".repeat(32));
+    let r = send(&app, with_cookie(get("/dashboard"), &forged)).await;
+    assert!(is_refused(&r), "{}", r.status());
 
-    // An inspector's review page carries the holder's name for the script to use.
+    // An inspector's session: the review page carries the holder's name and the CSRF value;
+    // a state-changing call without that value is refused, with it it goes through.
     let body = format!("token={}&next=%2Freview", tokens.secret(Role::Inspector));
     let inspector = cookie_pair(&send(&app, form(&body)).await);
     let r = send(&app, with_cookie(get("/review"), &inspector)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let html = String::from_utf8(bytes(r).await.to_vec()).unwrap();
     assert!(html.contains(r#"data-signed-in="inspector-1""#), "{html}");
+    let csrf = csrf_of(&html);
+    let claim = || {
+        with_cookie(
+            post("/v1/review/claim", "application/json", "{}"),
+            &inspector,
+        )
+    };
+    let r = send(&app, claim()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(json(r).await["error"].as_str().unwrap().contains("CSRF"));
+    let mut with_csrf = claim();
+    with_csrf
+        .headers_mut()
+        .insert("x-csrf-token", csrf.parse().unwrap());
+    let r = send(&app, with_csrf).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let mut wrong = claim();
+    wrong
+        .headers_mut()
+        .insert("x-csrf-token", viewer_csrf.parse().unwrap());
+    assert_eq!(send(&app, wrong).await.status(), StatusCode::FORBIDDEN);
 
-    // Signing out clears the cookie.
-    let r = send(
-        &app,
-        with_cookie(post("/logout", "text/plain", ""), &cookie),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert!(
-        r.headers()[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .contains("Max-Age=0")
+    // Signing out without the CSRF value changes nothing; with it, the session is deleted,
+    // the cookie cleared, and a copy of the old cookie is refused.
+    let signout = |body: String| {
+        with_cookie(
+            post("/logout", "application/x-www-form-urlencoded", body),
+            &cookie,
+        )
+    };
+    let r = send(&app, signout(String::new())).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = send(&app, with_cookie(get("/dashboard"), &cookie)).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a refused sign-out ended the session"
     );
-    assert_eq!(cookie_pair(&r), "vigil_token=");
+    let r = send(&app, signout(format!("csrf={viewer_csrf}"))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cleared = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(cookie_pair(&r), "vigil_session=");
+    let r = send(&app, with_cookie(get("/dashboard"), &cookie)).await;
+    assert!(is_refused(&r), "the old cookie still works: {}", r.status());
 
     // With auth off, the sign-in page says there is nothing to sign in to.
     let open = vigil_server::app(state.clone());
     let html = String::from_utf8(bytes(send(&open, get("/login")).await).await.to_vec()).unwrap();
     assert!(html.contains("does not ask for a sign-in"), "{html}");
+    state.infer().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_tokens_work_at_once_and_stop_within_a_second_of_revocation_or_expiry() {
+    use vigil_store::access::NewToken;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = crate::review::reviewing(dir.path(), 0.0, SecondOpinion::Never).await;
+    let opts = vigil_store::OpenOptions::new(dir.path());
+    let stores = vigil_store::open_stores(&opts).await.unwrap();
+    let config = AuthConfig {
+        enabled: true,
+        ..AuthConfig::default()
+    };
+    // On with no token anywhere: the server has nothing anyone could use.
+    let auth = Auth::new(
+        &config,
+        Some(stores.access.clone()),
+        Some(stores.registry.clone()),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(auth.usable_tokens().await, 0);
+    let app = vigil_server::app(state.clone().with_auth(Some(auth.clone())));
+    let bearer = |secret: &str, req: Request<Body>| {
+        let mut req = req;
+        req.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {secret}").parse().unwrap(),
+        );
+        req
+    };
+    let make = |name: &str, role: Role, expires: Option<chrono::DateTime<chrono::Utc>>| {
+        let secret = Secret::generate().unwrap();
+        let token = NewToken {
+            name: name.into(),
+            role,
+            sha256: secret.digest(),
+            expires_at: expires,
+            created_by: "admin".into(),
+        };
+        (secret, token)
+    };
+    let (alice, t) = make("alice", Role::Viewer, None);
+    stores.access.create_token(&t).await.unwrap();
+    let (brief, t) = make(
+        "brief",
+        Role::Viewer,
+        Some(chrono::Utc::now() + chrono::Duration::seconds(4)),
+    );
+    stores.access.create_token(&t).await.unwrap();
+    // Made while the server runs: usable within a second.
+    tokio::time::sleep(vigil_server::auth::TOKEN_REREAD).await;
+    assert_eq!(auth.usable_tokens().await, 2);
+    let r = send(&app, bearer(alice.expose(), get("/v1/alerts"))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        send(&app, bearer(brief.expose(), get("/v1/alerts")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // A viewer moving an alias: 403, and an audit entry says who tried.
+    let put = Request::put("/v1/models/weldnet/aliases/production")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"version":"1","reason":"r"}"#))
+        .unwrap();
+    assert_eq!(
+        send(&app, bearer(alice.expose(), put)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let log = stores.registry.audit_log().await.unwrap();
+    let refused = log
+        .iter()
+        .find(|e| e.record.action == "auth.refused")
+        .expect("audited");
+    assert_eq!(refused.record.actor, "alice");
+    assert!(
+        refused.record.subject.contains("/aliases/production"),
+        "{refused:?}"
+    );
+
+    // Revoked on the running server: refused within a second, without a restart.
+    stores
+        .access
+        .revoke_token("alice", "admin", "test")
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    loop {
+        let r = send(&app, bearer(alice.expose(), get("/v1/alerts"))).await;
+        if r.status() == StatusCode::UNAUTHORIZED {
+            assert!(json(r).await["error"].as_str().unwrap().contains("revoked"));
+            break;
+        }
+        // The server's copy is at most a second old; the poll adds its 50 ms.
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_millis(1250),
+            "a revoked token still works after {:?}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Expired: refused from its expiry on.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let r = send(&app, bearer(brief.expose(), get("/v1/alerts"))).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A malformed credential: 401, not a crash.
+    let r = send(&app, bearer("", get("/v1/alerts"))).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     state.infer().shutdown().await;
 }

@@ -581,15 +581,23 @@ async fn with_auth_on_an_inspector_signs_in_and_her_verdict_carries_her_tokens_n
     use vigil_core::auth::{Role, Secret, TokenEntry};
     let dir = tempfile::tempdir().unwrap();
     let secret = Secret::generate().unwrap();
-    let auth = vigil_server::auth::Auth::from_config(&vigil_server::auth::AuthConfig {
-        enabled: true,
-        tokens: vec![TokenEntry {
-            name: "Grace Hopper".into(),
-            role: Role::Inspector,
-            sha256: secret.digest(),
-        }],
-        ..Default::default()
-    })
+    // Sessions live in the store, beside the review queue.
+    let sessions = vigil_store::open_access(&OpenOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let auth = vigil_server::auth::Auth::new(
+        &vigil_server::auth::AuthConfig {
+            enabled: true,
+            tokens: vec![TokenEntry {
+                name: "Grace Hopper".into(),
+                role: Role::Inspector,
+                sha256: secret.digest(),
+            }],
+            ..Default::default()
+        },
+        Some(sessions),
+        None,
+    )
     .unwrap();
     let (state, store, addr) = serve_with_auth(dir.path(), auth).await;
     let base = format!("http://{addr}");
@@ -650,6 +658,20 @@ async fn with_auth_on_an_inspector_signs_in_and_her_verdict_carries_her_tokens_n
     assert_eq!(verdicts[0].inspector, "Grace Hopper");
     assert_eq!(verdicts[0].label, "crack");
 
+    // The cookie holds a random session id, not the token.
+    let cookies = c.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|k| k.name() == vigil_server::session::COOKIE)
+        .expect("a session cookie")
+        .value()
+        .to_owned();
+    assert!(!session.contains(secret.expose()) && session.len() == 64);
+    assert_eq!(
+        status_with_cookie(addr, &session),
+        200,
+        "the session opens the page"
+    );
     // Signing out: the next visit asks for the token again.
     click(&c, "#change-who").await;
     until(
@@ -660,8 +682,30 @@ async fn with_auth_on_an_inspector_signs_in_and_her_verdict_carries_her_tokens_n
     .await;
     c.goto(&format!("{base}/review")).await.unwrap();
     until(&c, "still signed out", "location.pathname === '/login'").await;
+    // A copy of the old cookie no longer opens anything: the session is gone from the store.
+    assert_eq!(
+        status_with_cookie(addr, &session),
+        303,
+        "the old cookie still works"
+    );
     c.close().await.unwrap();
     state.infer().shutdown().await;
+}
+
+/// The status of `GET /dashboard` sent with `vigil_session=<session>`, on a plain socket
+/// (no cookie jar, no redirects followed).
+fn status_with_cookie(addr: SocketAddr, session: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /dashboard HTTP/1.1\r\nHost: {addr}\r\nCookie: {}={session}\r\nConnection: close\r\n\r\n",
+        vigil_server::session::COOKIE
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use vigil_core::audit::{self, AuditRecord, format_time};
-use vigil_core::auth::Role;
+use vigil_core::auth::{MAX_NAME, Role};
 
 use super::SqliteRegistry;
 use super::monitor::{corrupt, time};
@@ -80,10 +80,11 @@ impl AccessStore for SqliteRegistry {
     async fn create_token(&self, t: &NewToken) -> Result<TokenRow> {
         check_digest("a token's digest", &t.sha256)?;
         let name = t.name.trim();
-        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-            return Err(Error::Invalid(
-                "a token's name must be 1 to 200 printable characters".into(),
-            ));
+        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control)
+        {
+            return Err(Error::Invalid(format!(
+                "a token's name must be 1 to {MAX_NAME} printable characters"
+            )));
         }
         let mut tx = self.begin_write().await?;
         let taken: Option<(String,)> = sqlx::query_as(

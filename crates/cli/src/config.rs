@@ -206,6 +206,8 @@ pub struct LogConfig {
 pub struct ServerSection {
     /// Address to listen on; `0.0.0.0` for every interface. `serve --bind` overrides it.
     pub bind: std::net::IpAddr,
+    /// Listen beyond this machine with auth off (refused otherwise); `serve --insecure`.
+    pub insecure: bool,
     /// TCP port; 0 picks a free one. `serve --port` overrides it.
     pub port: u16,
     /// Largest request body in bytes; a larger one is refused with 413.

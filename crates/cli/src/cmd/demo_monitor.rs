@@ -397,6 +397,7 @@ format = "json"
                 ServeArgs {
                     port: Some(0),
                     bind: Some([127, 0, 0, 1].into()),
+                    insecure: false,
                 },
                 Stop {
                     when: Some(Box::pin(async move {

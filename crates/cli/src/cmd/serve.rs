@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Address to listen on for this run (overrides server.bind), e.g. 0.0.0.0.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
+    /// Listen beyond this machine with auth off (server.insecure): refused without it, and
+    /// logged as an error at every start with it.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The address cannot be listened on (in use, not local, not permitted): exit code 6.
@@ -221,19 +225,12 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
 
     raise_open_files_limit(s.max_connections);
     let addr = SocketAddr::new(args.bind.unwrap_or(s.bind), args.port.unwrap_or(s.port));
+    check_exposure(addr, state.auth_enabled(), args.insecure || s.insecure)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ListenError { addr, source })?;
     let local = listener.local_addr().context("no local address")?;
     tracing::info!(address = %local, auth = state.auth_enabled(), "Listening.");
-    if !state.auth_enabled() && !local.ip().is_loopback() {
-        tracing::warn!(
-            address = %local,
-            "Auth is off and the server listens beyond this machine: anyone who reaches it can \
-             move aliases and record verdicts. Turn on [auth] with tokens \
-             (`vigil tokens create --help`)."
-        );
-    }
     // On stdout too, for scripts (and `--port 0`): the one line a caller needs.
     println!("listening on http://{local}");
     let _ = std::io::stdout().flush();
@@ -312,6 +309,39 @@ pub async fn serve(ctx: &Context, args: ServeArgs, stop: Stop) -> anyhow::Result
     }
     tracing::info!("Stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Secure by default: beyond this machine (any address but loopback) the server needs auth,
+/// else it refuses to start unless `insecure` says the operator accepts an open server, which
+/// is then logged as an error at every start. (No TLS of its own yet: with auth on, off
+/// loopback, a warning says tokens travel in clear unless a TLS proxy is in front.)
+fn check_exposure(addr: SocketAddr, auth: bool, insecure: bool) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !auth {
+        if !insecure {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {addr} with auth off: anyone who reaches it could move \
+                 aliases and record verdicts. Turn on [auth] (`vigil tokens create --name NAME \
+                 --role admin`, then auth.enabled = true), bind 127.0.0.1, or accept an open \
+                 server with --insecure (server.insecure = true)"
+            ))
+            .into());
+        }
+        tracing::error!(
+            address = %addr,
+            "INSECURE: auth is off and the server listens beyond this machine (--insecure): \
+             anyone who reaches it can move aliases and record verdicts."
+        );
+    } else {
+        tracing::warn!(
+            address = %addr,
+            "The server listens beyond this machine over plain HTTP: tokens and session \
+             cookies travel in clear unless a TLS-terminating proxy is in front of it."
+        );
+    }
+    Ok(())
 }
 
 /// The server's auth, checked: on with no token usable (none in the config, none in the

@@ -170,3 +170,25 @@ fn wait_for_version(addr: &str, env: &Env, version: &str) {
 fn start(env: &Env) -> (Server, String) {
     start_with(env, &[])
 }
+
+#[test]
+fn serve_refuses_to_listen_beyond_this_machine_with_auth_off_unless_told_it_is_insecure() {
+    let env = Env::new();
+    let open = [("VIGIL__SERVER__BIND", "0.0.0.0")];
+    env.run_cmd(env.cmd().envs(open).args(["serve", "--port", "0"]))
+        .code(5)
+        .says("refusing to listen on 0.0.0.0")
+        .says("--insecure");
+    // Told, it starts, and says at every start that it is open.
+    let (server, addr) = start_with(
+        &env,
+        &[
+            ("VIGIL__SERVER__BIND", "0.0.0.0"),
+            ("VIGIL__SERVER__INSECURE", "true"),
+        ],
+    );
+    assert!(addr.starts_with("0.0.0.0:"), "{addr}");
+    stop(server, &env);
+    let log = std::fs::read_to_string(env.path("serve.log")).unwrap();
+    assert!(log.contains("INSECURE"), "{log}");
+}

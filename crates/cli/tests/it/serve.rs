@@ -188,6 +188,14 @@ fn serve_refuses_to_listen_beyond_this_machine_with_auth_off_unless_told_it_is_i
         ],
     );
     assert!(addr.starts_with("0.0.0.0:"), "{addr}");
+    // Answering on loopback too; and only then stopped (SIGTERM before the server has set
+    // up its signal handling would be the default action's kill).
+    let local = addr.replace("0.0.0.0", "127.0.0.1");
+    let started = Instant::now();
+    while http(&local, "GET", "/healthz", "text/plain", b"").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(server, &env);
     let log = std::fs::read_to_string(env.path("serve.log")).unwrap();
     assert!(log.contains("INSECURE"), "{log}");

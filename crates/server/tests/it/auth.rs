@@ -553,11 +553,22 @@ async fn store_tokens_work_at_once_and_stop_within_a_second_of_revocation_or_exp
         send(&app, bearer(alice.expose(), put)).await.status(),
         StatusCode::FORBIDDEN
     );
+    // Without a credential: refused too, but not audited (anyone could grow the chain).
+    let anonymous = Request::put("/v1/models/weldnet/aliases/production")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"version":"1","reason":"r"}"#))
+        .unwrap();
+    assert_eq!(
+        send(&app, anonymous).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let log = stores.registry.audit_log().await.unwrap();
-    let refused = log
+    let refusals: Vec<_> = log
         .iter()
-        .find(|e| e.record.action == "auth.refused")
-        .expect("audited");
+        .filter(|e| e.record.action == "auth.refused")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let refused = refusals[0];
     assert_eq!(refused.record.actor, "alice");
     assert!(
         refused.record.subject.contains("/aliases/production"),
